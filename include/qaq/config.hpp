@@ -1,0 +1,32 @@
+#pragma once
+// Portability and versioning for every qaq header.
+//
+// QAQ_HOST_DEVICE marks functions that are compiled for both the host and a CUDA
+// device, so the scalar core of a kernel can be unit-tested on the CPU.
+
+#define QAQ_VERSION_MAJOR 0
+#define QAQ_VERSION_MINOR 1
+#define QAQ_VERSION_PATCH 0
+#define QAQ_VERSION_STRING "0.1.0"
+
+#if defined(__CUDACC__)
+#define QAQ_HAS_CUDA 1
+#define QAQ_HOST_DEVICE __forceinline__ __host__ __device__
+#else
+#define QAQ_HAS_CUDA 0
+#define QAQ_HOST_DEVICE inline
+#endif
+
+// The inline namespace versions the ABI: two qaq versions linked into one
+// program cannot silently mix their types.
+#define QAQ_NAMESPACE_BEGIN \
+    namespace qaq {         \
+    inline namespace v0 {
+#define QAQ_NAMESPACE_END \
+    }                     \
+    }
+
+QAQ_NAMESPACE_BEGIN
+/// Version of the library as "major.minor.patch"; part of every result-cache key.
+inline constexpr const char* version_string = QAQ_VERSION_STRING;
+QAQ_NAMESPACE_END

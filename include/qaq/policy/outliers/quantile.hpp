@@ -1,0 +1,62 @@
+#pragma once
+// Quantile outliers (QAQ-METHOD section 4): with ratio a over the group's N
+// finite values, lo = the ceil(a/2 * N)-th smallest, hi = the
+// floor((1 - a/2) * N)-th smallest; x is an outlier iff x <= lo or x > hi.
+// Outliers are excluded from every statistic and stored exactly.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "qaq/config.hpp"
+#include "qaq/error.hpp"
+
+QAQ_NAMESPACE_BEGIN
+namespace outliers {
+
+struct quantile {
+    double outlier_ratio = 0.01;
+
+    static constexpr bool is_outlier_policy = true;
+    static constexpr const char* name = "quantile";
+
+    explicit quantile(double ratio = 0.01) : outlier_ratio(ratio) {
+        QAQ_CHECK(ratio >= 0.0 && ratio < 1.0, "outlier ratio is ", ratio, ", expected a value in [0, 1)");
+    }
+    double ratio() const noexcept { return outlier_ratio; }
+
+    /// Marks outliers; `scratch` must hold `n` floats. Returns the outlier count.
+    std::int64_t mark(const float* group, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
+        std::int64_t finite = 0;
+        for (std::int64_t i = 0; i < n; ++i)
+            if (std::isfinite(group[i])) scratch[finite++] = group[i];
+        float lo = -std::numeric_limits<float>::infinity();
+        float hi = std::numeric_limits<float>::infinity();
+        if (outlier_ratio > 0.0 && finite > 0) {
+            // The products are evaluated in double exactly as the reference does.
+            const auto k_lo = static_cast<std::int64_t>(std::ceil(outlier_ratio / 2.0 * static_cast<double>(finite)));
+            const auto k_hi =
+                static_cast<std::int64_t>(std::floor((1.0 - outlier_ratio / 2.0) * static_cast<double>(finite)));
+            std::nth_element(scratch, scratch + (k_lo - 1), scratch + finite);
+            lo = scratch[k_lo - 1];
+            if (k_hi >= 1) {
+                std::nth_element(scratch, scratch + (k_hi - 1), scratch + finite);
+                hi = scratch[k_hi - 1];
+            } else {
+                hi = -std::numeric_limits<float>::infinity();
+            }
+        }
+        std::int64_t count = 0;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const float x = group[i];
+            const bool out = !std::isfinite(x) || (outlier_ratio > 0.0 && (x <= lo || x > hi));
+            is_outlier[i] = out;
+            count += out;
+        }
+        return count;
+    }
+};
+
+}  // namespace outliers
+QAQ_NAMESPACE_END

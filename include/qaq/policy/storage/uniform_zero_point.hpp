@@ -1,0 +1,76 @@
+#pragma once
+// Min-based zero-point uniform codec: 2^B - 1 equal steps over [min, max]
+// (symmetric: over [-max|x|, max|x|]), q = clamp(rint((x - z) / s), 0, 2^B - 1),
+// x' = q * s + z. Every non-outlier is within s / 2 of its reconstruction; no
+// clipping. B = 0 reconstructs at the midpoint.
+
+#include <cmath>
+#include <cstdint>
+
+#include "qaq/config.hpp"
+#include "qaq/group_statistics.hpp"
+#include "qaq/policy/storage/codec_parameters.hpp"
+#include "qaq/precision.hpp"
+
+QAQ_NAMESPACE_BEGIN
+namespace storage {
+
+struct uniform_zero_point {
+    bool symmetric = false;
+    storage_precision precision = storage_precision::fp16;
+
+    static constexpr bool is_codec = true;
+    static constexpr bool needs_std = false;
+    static constexpr bool supports_adaptive_bits = true;
+    static constexpr const char* name = "uniform_zero_point";
+
+    int stored_parameter_count() const noexcept { return symmetric ? 1 : 2; }
+    float range(const group_statistics& s) const noexcept { return s.range(symmetric); }
+
+    codec_parameters fit(const group_statistics& s, int bits) const {
+        if (s.count == 0) return {};
+        float stored[2] = {0.0f, 0.0f};
+        if (symmetric) {
+            stored[0] = round_parameter(precision, s.absmax, "max|x|");
+        } else if (bits == 0) {
+            stored[0] = round_parameter(precision, s.min + (s.max - s.min) / 2.0f, "midpoint");
+            stored[1] = 0.0f;
+        } else {
+            stored[0] = round_parameter(precision, s.min, "min");
+            stored[1] = round_parameter(precision, (s.max - s.min) / steps(bits), "scale");
+        }
+        return load(stored, bits);
+    }
+    void store(const codec_parameters& p, float* stored) const noexcept {
+        if (symmetric) {
+            stored[0] = -p.centre;  // the zero point is -max|x|
+        } else {
+            stored[0] = p.centre;
+            stored[1] = p.scale;
+        }
+    }
+    codec_parameters load(const float* stored, int bits) const noexcept {
+        if (!symmetric) return {stored[0], stored[1]};
+        if (bits == 0) return {0.0f, 0.0f};
+        const float absmax = stored[0];
+        return {-absmax, 2.0f * absmax / steps(bits)};
+    }
+
+    QAQ_HOST_DEVICE std::uint32_t encode(float x, const codec_parameters& p, int bits) const noexcept {
+        if (bits == 0 || !(p.scale > 0.0f)) return 0;
+        const float top = steps(bits);
+        float q = std::nearbyint((x - p.centre) / p.scale);
+        q = q < 0.0f ? 0.0f : (q > top ? top : q);
+        return static_cast<std::uint32_t>(q);
+    }
+    QAQ_HOST_DEVICE float decode(std::uint32_t code, const codec_parameters& p, int bits) const noexcept {
+        if (bits == 0) return p.centre;
+        return static_cast<float>(code) * p.scale + p.centre;
+    }
+
+private:
+    QAQ_HOST_DEVICE static float steps(int bits) noexcept { return static_cast<float>((1u << bits) - 1u); }
+};
+
+}  // namespace storage
+QAQ_NAMESPACE_END

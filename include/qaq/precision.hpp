@@ -1,0 +1,54 @@
+#pragma once
+// Rounding to, and byte storage in, the precision of stored parameters and
+// exact outlier values (fp16 for a deployed cache, fp32 for bit-exact results).
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "qaq/config.hpp"
+#include "qaq/error.hpp"
+#include "qaq/types.hpp"
+
+QAQ_NAMESPACE_BEGIN
+
+inline constexpr std::int64_t bytes_per_value(storage_precision p) noexcept {
+    return p == storage_precision::fp16 ? 2 : 4;
+}
+
+/// The value `x` becomes when stored in precision `p` (fp16: round to nearest even).
+inline float round_to(storage_precision p, float x) noexcept {
+    return p == storage_precision::fp16 ? static_cast<float>(Eigen::half(x)) : x;
+}
+
+/// Rounds a finite codec parameter; throws when fp16 cannot hold it.
+inline float round_parameter(storage_precision p, float x, const char* what) {
+    const float r = round_to(p, x);
+    QAQ_CHECK(std::isfinite(r), "group ", what, " ", x,
+              " does not fit the fp16 parameter storage (|x| <= 65504); use storage_precision::fp32");
+    return r;
+}
+
+/// Writes `x` (already representable) at `out` in precision `p`.
+inline void store_value(storage_precision p, float x, std::uint8_t* out) noexcept {
+    if (p == storage_precision::fp16) {
+        const std::uint16_t bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x));
+        std::memcpy(out, &bits, 2);
+    } else {
+        std::memcpy(out, &x, 4);
+    }
+}
+
+inline float load_value(storage_precision p, const std::uint8_t* in) noexcept {
+    if (p == storage_precision::fp16) {
+        std::uint16_t bits;
+        std::memcpy(&bits, in, 2);
+        return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+    }
+    float x;
+    std::memcpy(&x, in, 4);
+    return x;
+}
+
+QAQ_NAMESPACE_END

@@ -1,0 +1,200 @@
+#pragma once
+// Quantizer<Bits, Outliers, Storage, Backend>: one key or value cache in,
+// a packed_tensor of real bytes out, and back.
+//
+//   Bits      how many bits per group      (qaq::bits::fixed, value_attention, key_query_norm)
+//   Outliers  which values stay exact      (qaq::outliers::none, quantile)
+//   Storage   how a group becomes codes    (qaq::storage::uniform_mean_centred,
+//                                           uniform_zero_point, normal_quantile)
+//   Backend   where the loops run          (qaq::backend::cpu)
+//
+// See docs/policies.md for the concepts each role must model.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "qaq/backend/cpu/cpu_backend.hpp"
+#include "qaq/bit_packing.hpp"
+#include "qaq/config.hpp"
+#include "qaq/error.hpp"
+#include "qaq/group_layout.hpp"
+#include "qaq/packed_tensor.hpp"
+#include "qaq/policy/bits/bits_context.hpp"
+#include "qaq/policy/traits.hpp"
+#include "qaq/precision.hpp"
+#include "qaq/predicted_attention.hpp"
+#include "qaq/tensor_view.hpp"
+#include "qaq/types.hpp"
+
+QAQ_NAMESPACE_BEGIN
+
+template <class Bits, class Outliers, class Storage, class Backend = backend::cpu>
+class quantizer {
+    static_assert(traits::is_bits_policy_v<Bits>,
+                  "qaq: quantizer's first parameter must be a bit-allocation policy: a type with "
+                  "`static constexpr bool is_bits_policy = true`, `needs_attention`, `adaptive`, and "
+                  "`int operator()(const qaq::bits::context&) const` (see qaq/policy/bits/)");
+    static_assert(traits::is_outlier_policy_v<Outliers>,
+                  "qaq: quantizer's second parameter must be an outlier policy: a type with "
+                  "`static constexpr bool is_outlier_policy = true`, `double ratio() const` and "
+                  "`std::int64_t mark(const float*, std::int64_t, std::uint8_t*, float*) const` "
+                  "(see qaq/policy/outliers/)");
+    static_assert(traits::is_codec_v<Storage>,
+                  "qaq: quantizer's third parameter must be a storage codec: a type with "
+                  "`static constexpr bool is_codec = true`, fit/store/load/encode/decode "
+                  "(see qaq/policy/storage/)");
+    static_assert(traits::is_backend_v<Backend>,
+                  "qaq: quantizer's fourth parameter must be a backend such as qaq::backend::cpu");
+    static_assert(!Bits::adaptive || Storage::supports_adaptive_bits,
+                  "qaq: this codec has no error formula for adaptive bit widths (the reference normal codec "
+                  "is used with fixed bits only); combine it with qaq::bits::fixed or use a uniform codec");
+
+public:
+    using bits_policy = Bits;
+    using outlier_policy = Outliers;
+    using storage_policy = Storage;
+    using backend_type = Backend;
+
+    quantizer(Bits bits, Outliers outliers, Storage storage, group_level level, int group_dims = 0)
+        : bits_(std::move(bits)), outliers_(std::move(outliers)), storage_(std::move(storage)), level_(level),
+          group_dims_(group_dims) {
+        if (level == group_level::sub_head)
+            QAQ_CHECK(group_dims >= 1, "sub_head level needs group_dims >= 1, got ", group_dims);
+    }
+
+    const Bits& bits() const noexcept { return bits_; }
+    const Outliers& outliers() const noexcept { return outliers_; }
+    const Storage& storage() const noexcept { return storage_; }
+    group_level level() const noexcept { return level_; }
+    int group_dims() const noexcept { return group_dims_; }
+
+    /// Quantizes a whole cache. `attention` is required when the bit policy needs it
+    /// (value_attention) and ignored otherwise.
+    packed_tensor quantize(const kv_view<const float>& cache,
+                           const attention_view<const float>& attention = {}) const {
+        packed_tensor out;
+        out.layout = group_layout(cache.shape, level_, group_dims_);
+        out.precision = storage_.precision;
+        out.parameters_per_group = storage_.stored_parameter_count();
+        const group_layout& layout = out.layout;
+        const std::int64_t n = layout.group_size();
+        const std::int64_t groups = layout.group_count();
+
+        std::vector<float> predicted;
+        if constexpr (Bits::needs_attention) predicted = predicted_attention(attention, cache.shape, bits_.window());
+
+        const std::int64_t value_bytes = bytes_per_value(out.precision);
+        out.widths.resize(static_cast<std::size_t>(groups));
+        out.parameters.resize(static_cast<std::size_t>(groups * out.parameters_per_group * value_bytes));
+        out.codes.reserve(static_cast<std::size_t>(groups * packed_code_bytes(n, bits_.bits_max())));
+        out.outlier_counts = packed_uint_array(static_cast<std::uint64_t>(n));
+        out.outlier_positions = packed_uint_array(static_cast<std::uint64_t>(n - 1));
+
+        std::vector<float> values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n));
+        std::vector<std::uint8_t> is_outlier(static_cast<std::size_t>(n));
+        std::vector<std::uint32_t> codes(static_cast<std::size_t>(n));
+        std::int64_t total_outliers = 0;
+
+        for (std::int64_t g = 0; g < groups; ++g) {
+            layout.gather(cache, g, values.data());
+            const std::int64_t outlier_count = outliers_.mark(values.data(), n, is_outlier.data(), scratch.data());
+            const group_statistics stats =
+                Backend::statistics(values.data(), is_outlier.data(), n, outlier_count, Storage::needs_std);
+
+            bits::context ctx;
+            ctx.range = storage_.range(stats);
+            QAQ_CHECK(std::isfinite(ctx.range), "group ", g, " has a range that overflows float32 (", ctx.range,
+                      "); values must be below 1.7e38 in magnitude");
+            const group_box box = layout.box(g);
+            ctx.tokens = cache.shape.tokens;
+            ctx.token = box.token;
+            if constexpr (Bits::needs_attention) {
+                float a = 0.0f;
+                for (std::int64_t l = box.layer_begin; l < box.layer_end; ++l)
+                    for (std::int64_t h = box.head_begin; h < box.head_end; ++h)
+                        a = std::max(a, predicted[predicted_attention_index(cache.shape, box.batch, box.token, l, h)]);
+                ctx.predicted_attention = a;
+            }
+            const int width = bits_(ctx);
+            QAQ_CHECK(width >= 0 && width <= max_bits, "bit policy returned ", width, " bits, expected 0..",
+                      max_bits);
+            out.widths[g] = static_cast<std::uint8_t>(width);
+
+            const codec_parameters params = storage_.fit(stats, width);
+            float stored[2] = {0.0f, 0.0f};
+            storage_.store(params, stored);
+            std::uint8_t* param_out = &out.parameters[static_cast<std::size_t>(g * out.parameters_per_group * value_bytes)];
+            for (int k = 0; k < out.parameters_per_group; ++k) store_value(out.precision, stored[k], param_out + k * value_bytes);
+
+            const std::size_t at = out.codes.size();
+            out.codes.resize(at + static_cast<std::size_t>(packed_code_bytes(n, width)));
+            Backend::encode(storage_, params, width, values.data(), is_outlier.data(), n, codes.data(),
+                            out.codes.data() + at);
+
+            out.outlier_counts.push_back(static_cast<std::uint32_t>(outlier_count));
+            if (outlier_count > 0) {
+                for (std::int64_t i = 0; i < n; ++i) {
+                    if (!is_outlier[i]) continue;
+                    const float v = values[i];
+                    QAQ_CHECK(!std::isfinite(v) || std::isfinite(round_to(out.precision, v)), "outlier value ", v,
+                              " in group ", g, " does not fit fp16 storage; use storage_precision::fp32");
+                    out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+                    const std::size_t vat = out.outlier_values.size();
+                    out.outlier_values.resize(vat + static_cast<std::size_t>(value_bytes));
+                    store_value(out.precision, v, &out.outlier_values[vat]);
+                }
+                total_outliers += outlier_count;
+            }
+        }
+        if (total_outliers == 0) out.outlier_counts.clear();  // nothing to index: hold no bytes for it
+        out.codes.shrink_to_fit();
+        out.outlier_counts.shrink_to_fit();
+        out.outlier_positions.shrink_to_fit();
+        out.outlier_values.shrink_to_fit();
+        return out;
+    }
+
+    /// Reconstructs a packed cache into `out` (same shape as the quantized cache).
+    void dequantize(const packed_tensor& packed, const kv_view<float>& out) const {
+        const group_layout& layout = packed.layout;
+        QAQ_CHECK(out.shape == layout.shape(), "dequantize target shape ", to_string(out.shape),
+                  " differs from the packed cache shape ", to_string(layout.shape()));
+        QAQ_CHECK(packed.parameters_per_group == storage_.stored_parameter_count() &&
+                      packed.precision == storage_.precision,
+                  "packed cache was written by a codec with a different parameter layout");
+        const std::int64_t n = layout.group_size();
+        const std::int64_t value_bytes = bytes_per_value(packed.precision);
+        std::vector<float> values(static_cast<std::size_t>(n));
+        std::vector<std::uint32_t> codes(static_cast<std::size_t>(n));
+        std::int64_t code_offset = 0, outlier_cursor = 0;
+        const bool has_outliers = !packed.outlier_counts.empty();
+        for (std::int64_t g = 0; g < layout.group_count(); ++g) {
+            const int width = packed.widths[g];
+            float stored[2] = {0.0f, 0.0f};
+            const std::uint8_t* param_in = &packed.parameters[static_cast<std::size_t>(g * packed.parameters_per_group * value_bytes)];
+            for (int k = 0; k < packed.parameters_per_group; ++k) stored[k] = load_value(packed.precision, param_in + k * value_bytes);
+            const codec_parameters params = storage_.load(stored, width);
+            Backend::decode(storage_, params, width, packed.codes.data() + code_offset, n, codes.data(), values.data());
+            code_offset += packed_code_bytes(n, width);
+            if (has_outliers) {
+                const std::int64_t count = packed.outlier_counts[g];
+                for (std::int64_t k = 0; k < count; ++k, ++outlier_cursor)
+                    values[packed.outlier_positions[outlier_cursor]] =
+                        load_value(packed.precision, &packed.outlier_values[static_cast<std::size_t>(outlier_cursor * value_bytes)]);
+            }
+            layout.scatter(values.data(), g, out);
+        }
+    }
+
+private:
+    Bits bits_;
+    Outliers outliers_;
+    Storage storage_;
+    group_level level_;
+    int group_dims_;
+};
+
+QAQ_NAMESPACE_END
