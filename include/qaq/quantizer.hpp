@@ -71,6 +71,76 @@ public:
     group_level level() const noexcept { return level_; }
     int group_dims() const noexcept { return group_dims_; }
 
+    // ---- Group-level building blocks (shared by quantize/dequantize and the KV cache) ----
+
+    /// Marks the outliers of one group (`is_outlier`, n bytes) and returns the
+    /// statistics of its non-outliers. `scratch` holds n floats.
+    group_statistics analyze(const float* values, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
+        const std::int64_t outlier_count = outliers_.mark(values, n, is_outlier, scratch);
+        return Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
+    }
+
+    /// The range R the bit formulas read, checked to be finite.
+    float range(const group_statistics& stats) const {
+        const float r = storage_.range(stats);
+        QAQ_CHECK(std::isfinite(r), "a group's range overflows float32 (", r,
+                  "); values must be below 1.7e38 in magnitude");
+        return r;
+    }
+
+    /// The width of one group from its range, predicted attention and position.
+    int choose_bits(float group_range, float predicted_attention, std::int64_t tokens, std::int64_t token) const {
+        bits::context ctx;
+        ctx.range = group_range;
+        ctx.predicted_attention = predicted_attention;
+        ctx.tokens = tokens;
+        ctx.token = token;
+        const int width = bits_(ctx);
+        QAQ_CHECK(width >= 0 && width <= max_bits, "bit policy returned ", width, " bits, expected 0..", max_bits);
+        return width;
+    }
+
+    /// Fits the codec at `width`, encodes and packs the group into
+    /// packed_code_bytes(n, width) bytes at `out`; returns the stored parameters.
+    codec_parameters encode(const float* values, const std::uint8_t* is_outlier, std::int64_t n,
+                            const group_statistics& stats, int width, std::uint32_t* scratch,
+                            std::uint8_t* out) const {
+        const codec_parameters params = storage_.fit(stats, width);
+        Backend::encode(storage_, params, width, values, is_outlier, n, scratch, out);
+        return params;
+    }
+
+    /// Unpacks and decodes a group (outliers are not restored here).
+    void decode(const std::uint8_t* codes, std::int64_t n, int width, const codec_parameters& params,
+                std::uint32_t* scratch, float* out) const {
+        Backend::decode(storage_, params, width, codes, n, scratch, out);
+    }
+
+    /// Writes the stored form of `params` (stored_parameter_count values in `precision`).
+    void store_parameters(const codec_parameters& params, std::uint8_t* out) const noexcept {
+        float stored[2] = {0.0f, 0.0f};
+        storage_.store(params, stored);
+        const std::int64_t bytes = bytes_per_value(storage_.precision);
+        for (int k = 0; k < storage_.stored_parameter_count(); ++k) store_value(storage_.precision, stored[k], out + k * bytes);
+    }
+    codec_parameters load_parameters(const std::uint8_t* in, int width) const noexcept {
+        float stored[2] = {0.0f, 0.0f};
+        const std::int64_t bytes = bytes_per_value(storage_.precision);
+        for (int k = 0; k < storage_.stored_parameter_count(); ++k) stored[k] = load_value(storage_.precision, in + k * bytes);
+        return storage_.load(stored, width);
+    }
+    /// Bytes of stored parameters per group.
+    std::int64_t parameter_bytes() const noexcept {
+        return storage_.stored_parameter_count() * bytes_per_value(storage_.precision);
+    }
+    /// Throws unless an exact outlier value can be stored in the codec's precision.
+    void check_outlier_value(float v) const {
+        QAQ_CHECK(!std::isfinite(v) || std::isfinite(round_to(storage_.precision, v)), "outlier value ", v,
+                  " does not fit fp16 storage; use storage_precision::fp32");
+    }
+
+    // ---- Whole tensors ----
+
     /// Quantizes a whole cache. `attention` is required when the bit policy needs it
     /// (value_attention) and ignored otherwise.
     packed_tensor quantize(const kv_view<const float>& cache,
@@ -88,7 +158,7 @@ public:
 
         const std::int64_t value_bytes = bytes_per_value(out.precision);
         out.widths.resize(static_cast<std::size_t>(groups));
-        out.parameters.resize(static_cast<std::size_t>(groups * out.parameters_per_group * value_bytes));
+        out.parameters.resize(static_cast<std::size_t>(groups * parameter_bytes()));
         out.codes.reserve(static_cast<std::size_t>(groups * packed_code_bytes(n, bits_.bits_max())));
         out.outlier_counts = packed_uint_array(static_cast<std::uint64_t>(n));
         out.outlier_positions = packed_uint_array(static_cast<std::uint64_t>(n - 1));
@@ -100,51 +170,34 @@ public:
 
         for (std::int64_t g = 0; g < groups; ++g) {
             layout.gather(cache, g, values.data());
-            const std::int64_t outlier_count = outliers_.mark(values.data(), n, is_outlier.data(), scratch.data());
-            const group_statistics stats =
-                Backend::statistics(values.data(), is_outlier.data(), n, outlier_count, Storage::needs_std);
-
-            bits::context ctx;
-            ctx.range = storage_.range(stats);
-            QAQ_CHECK(std::isfinite(ctx.range), "group ", g, " has a range that overflows float32 (", ctx.range,
-                      "); values must be below 1.7e38 in magnitude");
+            const group_statistics stats = analyze(values.data(), n, is_outlier.data(), scratch.data());
             const group_box box = layout.box(g);
-            ctx.tokens = cache.shape.tokens;
-            ctx.token = box.token;
+            float attention_max = 0.0f;
             if constexpr (Bits::needs_attention) {
-                float a = 0.0f;
                 for (std::int64_t l = box.layer_begin; l < box.layer_end; ++l)
                     for (std::int64_t h = box.head_begin; h < box.head_end; ++h)
-                        a = std::max(a, predicted[predicted_attention_index(cache.shape, box.batch, box.token, l, h)]);
-                ctx.predicted_attention = a;
+                        attention_max = std::max(
+                            attention_max, predicted[predicted_attention_index(cache.shape, box.batch, box.token, l, h)]);
             }
-            const int width = bits_(ctx);
-            QAQ_CHECK(width >= 0 && width <= max_bits, "bit policy returned ", width, " bits, expected 0..",
-                      max_bits);
+            const int width = choose_bits(range(stats), attention_max, cache.shape.tokens, box.token);
             out.widths[g] = static_cast<std::uint8_t>(width);
-
-            const codec_parameters params = storage_.fit(stats, width);
-            float stored[2] = {0.0f, 0.0f};
-            storage_.store(params, stored);
-            std::uint8_t* param_out = &out.parameters[static_cast<std::size_t>(g * out.parameters_per_group * value_bytes)];
-            for (int k = 0; k < out.parameters_per_group; ++k) store_value(out.precision, stored[k], param_out + k * value_bytes);
 
             const std::size_t at = out.codes.size();
             out.codes.resize(at + static_cast<std::size_t>(packed_code_bytes(n, width)));
-            Backend::encode(storage_, params, width, values.data(), is_outlier.data(), n, codes.data(),
-                            out.codes.data() + at);
+            const codec_parameters params =
+                encode(values.data(), is_outlier.data(), n, stats, width, codes.data(), out.codes.data() + at);
+            store_parameters(params, &out.parameters[static_cast<std::size_t>(g * parameter_bytes())]);
 
+            const std::int64_t outlier_count = n - stats.count;
             out.outlier_counts.push_back(static_cast<std::uint32_t>(outlier_count));
             if (outlier_count > 0) {
                 for (std::int64_t i = 0; i < n; ++i) {
                     if (!is_outlier[i]) continue;
-                    const float v = values[i];
-                    QAQ_CHECK(!std::isfinite(v) || std::isfinite(round_to(out.precision, v)), "outlier value ", v,
-                              " in group ", g, " does not fit fp16 storage; use storage_precision::fp32");
+                    check_outlier_value(values[i]);
                     out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
                     const std::size_t vat = out.outlier_values.size();
                     out.outlier_values.resize(vat + static_cast<std::size_t>(value_bytes));
-                    store_value(out.precision, v, &out.outlier_values[vat]);
+                    store_value(out.precision, values[i], &out.outlier_values[vat]);
                 }
                 total_outliers += outlier_count;
             }
@@ -173,17 +226,15 @@ public:
         const bool has_outliers = !packed.outlier_counts.empty();
         for (std::int64_t g = 0; g < layout.group_count(); ++g) {
             const int width = packed.widths[g];
-            float stored[2] = {0.0f, 0.0f};
-            const std::uint8_t* param_in = &packed.parameters[static_cast<std::size_t>(g * packed.parameters_per_group * value_bytes)];
-            for (int k = 0; k < packed.parameters_per_group; ++k) stored[k] = load_value(packed.precision, param_in + k * value_bytes);
-            const codec_parameters params = storage_.load(stored, width);
-            Backend::decode(storage_, params, width, packed.codes.data() + code_offset, n, codes.data(), values.data());
+            const codec_parameters params =
+                load_parameters(&packed.parameters[static_cast<std::size_t>(g * parameter_bytes())], width);
+            decode(packed.codes.data() + code_offset, n, width, params, codes.data(), values.data());
             code_offset += packed_code_bytes(n, width);
             if (has_outliers) {
                 const std::int64_t count = packed.outlier_counts[g];
                 for (std::int64_t k = 0; k < count; ++k, ++outlier_cursor)
-                    values[packed.outlier_positions[outlier_cursor]] =
-                        load_value(packed.precision, &packed.outlier_values[static_cast<std::size_t>(outlier_cursor * value_bytes)]);
+                    values[packed.outlier_positions[outlier_cursor]] = load_value(
+                        packed.precision, &packed.outlier_values[static_cast<std::size_t>(outlier_cursor * value_bytes)]);
             }
             layout.scatter(values.data(), g, out);
         }
