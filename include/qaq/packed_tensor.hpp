@@ -23,22 +23,32 @@ struct byte_report {
     std::int64_t outlier_counts = 0;     ///< per-group outlier counts (none held if no group has outliers)
     std::int64_t outlier_positions = 0;  ///< in-group positions
     std::int64_t outlier_values = 0;     ///< exact values
+    std::int64_t slot_indices = 0;       ///< where each group's codes live (decode-time cache only)
+    std::int64_t slack = 0;              ///< allocated but holding nothing yet (growth room, free slots)
     std::int64_t elements = 0;           ///< values represented
 
-    std::int64_t total() const noexcept {
-        return codes + parameters + widths + outlier_counts + outlier_positions + outlier_values;
+    /// Bytes that hold data.
+    std::int64_t used() const noexcept {
+        return codes + parameters + widths + outlier_counts + outlier_positions + outlier_values + slot_indices;
     }
-    /// Compression against an FP16 cache of the same elements, by real bytes.
+    /// Everything allocated: used() + slack.
+    std::int64_t total() const noexcept { return used() + slack; }
+    /// Compression against an FP16 cache of the same elements, by the bytes that hold data.
     double compression_ratio() const noexcept {
+        return used() > 0 ? 2.0 * static_cast<double>(elements) / static_cast<double>(used()) : 0.0;
+    }
+    /// Compression counting every allocated byte, growth room included.
+    double allocated_compression_ratio() const noexcept {
         return total() > 0 ? 2.0 * static_cast<double>(elements) / static_cast<double>(total()) : 0.0;
     }
-    /// Real bits per element, everything included.
+    /// Real bits per element, every data byte included.
     double bits_per_element() const noexcept {
-        return elements > 0 ? 8.0 * static_cast<double>(total()) / static_cast<double>(elements) : 0.0;
+        return elements > 0 ? 8.0 * static_cast<double>(used()) / static_cast<double>(elements) : 0.0;
     }
     byte_report& operator+=(const byte_report& o) noexcept {
         codes += o.codes, parameters += o.parameters, widths += o.widths, outlier_counts += o.outlier_counts;
-        outlier_positions += o.outlier_positions, outlier_values += o.outlier_values, elements += o.elements;
+        outlier_positions += o.outlier_positions, outlier_values += o.outlier_values;
+        slot_indices += o.slot_indices, slack += o.slack, elements += o.elements;
         return *this;
     }
 };
@@ -66,6 +76,11 @@ struct packed_tensor {
         r.outlier_counts = outlier_counts.byte_size();
         r.outlier_positions = outlier_positions.byte_size();
         r.outlier_values = static_cast<std::int64_t>(outlier_values.size());
+        r.slack = static_cast<std::int64_t>(codes.capacity() - codes.size()) +
+                  static_cast<std::int64_t>(outlier_values.capacity() - outlier_values.size()) +
+                  static_cast<std::int64_t>(widths.capacity() - widths.size()) +
+                  static_cast<std::int64_t>(parameters.capacity() - parameters.size()) +
+                  outlier_counts.slack_bytes() + outlier_positions.slack_bytes();
         r.elements = layout.shape().element_count();
         return r;
     }

@@ -36,6 +36,8 @@ public:
         std::memcpy(&v, &bytes_[static_cast<std::size_t>(i * width_)], static_cast<std::size_t>(width_));
         return v;
     }
+    /// Bytes allocated beyond byte_size().
+    std::int64_t slack_bytes() const noexcept { return static_cast<std::int64_t>(bytes_.capacity() - bytes_.size()); }
     void clear() noexcept { bytes_.clear(); }
     void shrink_to_fit() { bytes_.shrink_to_fit(); }
     void reserve(std::int64_t n) { bytes_.reserve(static_cast<std::size_t>(n * width_)); }

@@ -21,6 +21,7 @@
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
 #include "qaq/group_layout.hpp"
+#include "qaq/group_statistics.hpp"
 #include "qaq/packed_tensor.hpp"
 #include "qaq/policy/bits/bits_context.hpp"
 #include "qaq/policy/traits.hpp"
@@ -77,6 +78,13 @@ public:
     /// statistics of its non-outliers. `scratch` holds n floats.
     group_statistics analyze(const float* values, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
         const std::int64_t outlier_count = outliers_.mark(values, n, is_outlier, scratch);
+        return Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
+    }
+
+    /// Statistics of the non-outliers when the outlier mask is already known
+    /// (re-quantizing from codes: the mask was fixed when the group arrived).
+    group_statistics statistics(const float* values, const std::uint8_t* is_outlier, std::int64_t n,
+                                std::int64_t outlier_count) const {
         return Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
     }
 

@@ -1,0 +1,511 @@
+#pragma once
+// quantized_kv_cache: the compressed key/value memory of a whole model and the
+// paper's decode-time protocol (QAQ-METHOD section 8), for one sequence.
+//
+// One decode step, per layer l:
+//   cache.append(l, k, v)        full-precision copy kept on the host; codes at bits_max
+//   cache.attend(l, q, out, p)   softmax(q K^T / sqrt(D)) V straight over the packed codes
+//   cache.observe(l, p)          the attention-window tracker records the row
+// then, after the last layer:
+//   cache.rebalance()            new widths for every group; moves down from codes or the
+//                                host copy (an option), up always from the host copy
+// Prefill-then-quantize (the paper's evaluation) is cache.prefill(K, V, attention).
+//
+// Groups are per (token, layer, KV head) or finer (head / sub_head levels):
+// token- and layer-level groups span heads or layers that a decode step
+// produces separately, so this cache rejects them (the whole-tensor quantizer
+// supports them).
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "qaq/attention_window.hpp"
+#include "qaq/cache/group_stream.hpp"
+#include "qaq/config.hpp"
+#include "qaq/error.hpp"
+#include "qaq/group_statistics.hpp"
+#include "qaq/policy/storage/codec_parameters.hpp"
+#include "qaq/packed_tensor.hpp"
+#include "qaq/predicted_attention.hpp"
+#include "qaq/reference_accounting.hpp"
+#include "qaq/tensor_view.hpp"
+#include "qaq/types.hpp"
+
+QAQ_NAMESPACE_BEGIN
+
+struct kv_cache_shape {
+    std::int64_t layers = 0;
+    std::int64_t kv_heads = 0;
+    std::int64_t query_heads = 0;  ///< a multiple of kv_heads (grouped-query attention)
+    std::int64_t head_dim = 0;
+    std::int64_t max_tokens = 0;   ///< capacity; appending beyond it is an error
+};
+
+/// Where a group that needs fewer bits is re-quantized from.
+enum class downgrade_source : std::uint8_t {
+    codes,      ///< its current codes, as in the paper (no host traffic; error compounds)
+    host_copy,  ///< its full-precision host copy (a fresh quantization; costs host reads)
+};
+
+struct kv_cache_options {
+    downgrade_source downgrade = downgrade_source::host_copy;
+};
+
+/// What rebalancing did so far.
+struct rebalance_counters {
+    std::int64_t rebalances = 0;
+    std::int64_t groups_up = 0;
+    std::int64_t groups_down = 0;
+    std::int64_t host_bytes_read = 0;
+};
+
+/// Every byte the cache holds. keys/values: the compressed memory (codes in
+/// their width pools, parameters, tags, slot indices, outliers, slack);
+/// host-side: the full-precision copy, group ranges and the attention window.
+struct kv_cache_byte_report {
+    byte_report keys;
+    byte_report values;
+    std::int64_t host_copy = 0;
+    std::int64_t host_metadata = 0;
+    std::int64_t attention_window = 0;
+
+    byte_report quantized() const noexcept {
+        byte_report r = keys;
+        r += values;
+        return r;
+    }
+    std::int64_t total() const noexcept { return quantized().total() + host_copy + host_metadata + attention_window; }
+};
+
+template <class KeyQuantizer, class ValueQuantizer>
+class quantized_kv_cache {
+public:
+    quantized_kv_cache(const kv_cache_shape& shape, KeyQuantizer keys, ValueQuantizer values,
+                       kv_cache_options options = {})
+        : shape_(shape), options_(options), keys_(std::move(keys)), values_(std::move(values)) {
+        QAQ_CHECK(shape.layers >= 1 && shape.kv_heads >= 1 && shape.head_dim >= 1 && shape.max_tokens >= 1,
+                  "cache shape needs layers, kv_heads, head_dim and max_tokens >= 1; got layers ", shape.layers,
+                  ", kv_heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ", max_tokens ", shape.max_tokens);
+        QAQ_CHECK(shape.query_heads >= shape.kv_heads && shape.query_heads % shape.kv_heads == 0, "query_heads ",
+                  shape.query_heads, " must be a positive multiple of kv_heads ", shape.kv_heads);
+        keys_.init(shape, "key");
+        values_.init(shape, "value");
+        window_ = attention_window(shape.layers, shape.kv_heads, shape.query_heads,
+                                   std::max(keys_.quantizer.bits().window(), values_.quantizer.bits().window()));
+        tokens_.assign(static_cast<std::size_t>(shape.layers), 0);
+    }
+
+    const kv_cache_shape& shape() const noexcept { return shape_; }
+    /// Tokens held by `layer`.
+    std::int64_t tokens(std::int64_t layer = 0) const {
+        check_layer(layer);
+        return tokens_[static_cast<std::size_t>(layer)];
+    }
+    const rebalance_counters& counters() const noexcept { return counters_; }
+    const KeyQuantizer& key_quantizer() const noexcept { return keys_.quantizer; }
+    const ValueQuantizer& value_quantizer() const noexcept { return values_.quantizer; }
+    const attention_window& window() const noexcept { return window_; }
+
+    /// Appends the next token of `layer`: keys and values [kv_heads][head_dim].
+    /// Layers take the token in order 0, 1, ..., layers - 1.
+    void append(std::int64_t layer, const float* keys, std::int64_t key_count, const float* values,
+                std::int64_t value_count) {
+        check_layer(layer);
+        const std::int64_t expected = shape_.kv_heads * shape_.head_dim;
+        QAQ_CHECK(key_count == expected && value_count == expected, "append got ", key_count, " keys and ",
+                  value_count, " values; expected kv_heads x head_dim = ", expected, " each");
+        const std::int64_t t = tokens_[static_cast<std::size_t>(layer)];
+        QAQ_CHECK(t < shape_.max_tokens, "the cache is full: layer ", layer, " holds max_tokens = ", shape_.max_tokens,
+                  " tokens");
+        const std::int64_t previous = layer == 0 ? tokens_.back() : tokens_[static_cast<std::size_t>(layer - 1)] - 1;
+        QAQ_CHECK(t == previous, "layer ", layer, " already holds ", t,
+                  " tokens; a token is appended to layers 0..", shape_.layers - 1, " in order");
+        for (std::int64_t i = 0; i < expected; ++i)
+            QAQ_CHECK(std::isfinite(keys[i]) && std::isfinite(values[i]), "non-finite key or value at index ", i,
+                      " of layer ", layer, "; the cache accepts finite values only");
+        keys_.append_token(shape_, layer, keys);
+        values_.append_token(shape_, layer, values);
+        ++tokens_[static_cast<std::size_t>(layer)];
+    }
+
+    /// Attention of one query token over every cached token of `layer`, straight
+    /// over the packed codes and exact outliers: queries [query_heads][head_dim],
+    /// output [query_heads][head_dim], probabilities [query_heads][tokens(layer)].
+    void attend(std::int64_t layer, const float* queries, std::int64_t query_count, float* output,
+                std::int64_t output_count, float* probabilities, std::int64_t probability_count) const {
+        check_layer(layer);
+        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        const std::int64_t D = shape_.head_dim, Hq = shape_.query_heads;
+        QAQ_CHECK(T >= 1, "attend on layer ", layer, " with no tokens; append first");
+        QAQ_CHECK(query_count == Hq * D && output_count == Hq * D, "attend got ", query_count, " query and ",
+                  output_count, " output values; expected query_heads x head_dim = ", Hq * D);
+        QAQ_CHECK(probability_count == Hq * T, "attend got room for ", probability_count,
+                  " probabilities; expected query_heads x tokens = ", Hq * T);
+        using vector_map = Eigen::Map<Eigen::VectorXf>;
+        using const_vector_map = Eigen::Map<const Eigen::VectorXf>;
+        const std::int64_t per_kv = Hq / shape_.kv_heads;
+        const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+        std::vector<float> row(static_cast<std::size_t>(D));
+        std::vector<std::uint32_t> scratch(static_cast<std::size_t>(D));
+        for (std::int64_t h = 0; h < shape_.kv_heads; ++h) {
+            const std::int64_t first_query = h * per_kv;
+            // Scores q . k_t over the packed keys.
+            {
+                const cache::group_stream& stream = keys_.stream(shape_, layer, h);
+                token_reader<KeyQuantizer> reader(keys_, stream, row.data(), scratch.data());
+                for (std::int64_t t = 0; t < T; ++t) {
+                    reader.read_token(t);
+                    const const_vector_map k(row.data(), D);
+                    for (std::int64_t j = 0; j < per_kv; ++j)
+                        probabilities[(first_query + j) * T + t] =
+                            const_vector_map(queries + (first_query + j) * D, D).dot(k) * scale;
+                }
+            }
+            for (std::int64_t j = 0; j < per_kv; ++j) softmax(probabilities + (first_query + j) * T, T);
+            // Output sum_t p_t v_t over the packed values.
+            for (std::int64_t j = 0; j < per_kv; ++j) vector_map(output + (first_query + j) * D, D).setZero();
+            const cache::group_stream& stream = values_.stream(shape_, layer, h);
+            token_reader<ValueQuantizer> reader(values_, stream, row.data(), scratch.data());
+            for (std::int64_t t = 0; t < T; ++t) {
+                reader.read_token(t);
+                const const_vector_map v(row.data(), D);
+                for (std::int64_t j = 0; j < per_kv; ++j)
+                    vector_map(output + (first_query + j) * D, D) += probabilities[(first_query + j) * T + t] * v;
+            }
+        }
+    }
+
+    /// Records an attention row of `layer` ([query_heads][tokens(layer)]) in the window tracker.
+    void observe(std::int64_t layer, const float* probabilities, std::int64_t probability_count) {
+        check_layer(layer);
+        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        QAQ_CHECK(probability_count == shape_.query_heads * T, "observe got ", probability_count,
+                  " probabilities; expected query_heads x tokens = ", shape_.query_heads * T);
+        window_.observe(layer, probabilities, T);
+    }
+
+    /// Recomputes every group's width and re-quantizes the groups whose width
+    /// changed. An empty cache has nothing to rebalance (a no-op).
+    rebalance_counters rebalance() {
+        const std::int64_t T = tokens_.front();
+        for (auto t : tokens_)
+            QAQ_CHECK(t == T, "rebalance between layers of a step: layers hold different token counts (", T, " and ",
+                      t, "); append the token to every layer first");
+        const rebalance_counters before = counters_;
+        if (T > 0) {
+            keys_.rebalance(shape_, T, window_, options_.downgrade, counters_);
+            values_.rebalance(shape_, T, window_, options_.downgrade, counters_);
+        }
+        ++counters_.rebalances;
+        rebalance_counters step = counters_;
+        step.groups_up -= before.groups_up;
+        step.groups_down -= before.groups_down;
+        step.host_bytes_read -= before.host_bytes_read;
+        step.rebalances = 1;
+        return step;
+    }
+
+    /// Quantizes a whole prefilled cache in one call, exactly as the whole-tensor
+    /// quantizer would: keys and values [layers, 1, kv_heads, tokens, head_dim],
+    /// attention [layers, 1, query_heads, rows, tokens] (needed when a bit policy
+    /// reads attention). The last rows seed the attention window. The cache must be empty.
+    void prefill(const kv_view<const float>& keys, const kv_view<const float>& values,
+                 const attention_view<const float>& attention = {}) {
+        for (auto t : tokens_) QAQ_CHECK(t == 0, "prefill needs an empty cache; this one holds ", t, " tokens");
+        const kv_shape expected{shape_.layers, 1, shape_.kv_heads, keys.shape.tokens, shape_.head_dim};
+        QAQ_CHECK(keys.shape == expected && values.shape == expected, "prefill keys ", to_string(keys.shape),
+                  " and values ", to_string(values.shape), " must both be [layers, 1, kv_heads, tokens, head_dim] = ",
+                  to_string(expected));
+        QAQ_CHECK(expected.tokens >= 1 && expected.tokens <= shape_.max_tokens, "prefill of ", expected.tokens,
+                  " tokens; expected 1..max_tokens = ", shape_.max_tokens);
+        const bool needs_attention = KeyQuantizer::bits_policy::needs_attention ||
+                                     ValueQuantizer::bits_policy::needs_attention;
+        if (!attention.empty() || needs_attention) {
+            check_attention_shape(attention, expected);
+            QAQ_CHECK(attention.shape.query_heads == shape_.query_heads, "prefill attention has ",
+                      attention.shape.query_heads, " query heads; the cache has ", shape_.query_heads);
+        }
+        keys_.prefill(shape_, keys, attention);
+        values_.prefill(shape_, values, attention);
+        for (auto& t : tokens_) t = expected.tokens;
+        if (!attention.empty()) {
+            const std::int64_t T = expected.tokens, R = attention.shape.rows;
+            std::vector<float> row(static_cast<std::size_t>(shape_.query_heads * T));
+            for (std::int64_t l = 0; l < shape_.layers; ++l)
+                for (std::int64_t r = std::max<std::int64_t>(0, R - window_.window()); r < R; ++r) {
+                    for (std::int64_t q = 0; q < shape_.query_heads; ++q)
+                        for (std::int64_t t = 0; t < T; ++t) row[static_cast<std::size_t>(q * T + t)] = attention(l, 0, q, r, t);
+                    window_.observe(l, row.data(), T);
+                }
+        }
+    }
+
+    /// Reconstructs one layer of keys or values into out [kv_heads][tokens][head_dim]
+    /// (for evaluation and tests; attend never does this).
+    void dequantize(std::int64_t layer, cache_role role, float* out, std::int64_t out_count) const {
+        check_layer(layer);
+        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        QAQ_CHECK(out_count == shape_.kv_heads * T * shape_.head_dim, "dequantize got room for ", out_count,
+                  " values; expected kv_heads x tokens x head_dim = ", shape_.kv_heads * T * shape_.head_dim);
+        std::vector<std::uint32_t> scratch(static_cast<std::size_t>(shape_.head_dim));
+        for (std::int64_t h = 0; h < shape_.kv_heads; ++h) {
+            float* head_out = out + h * T * shape_.head_dim;
+            auto read = [&](const auto& store) {
+                token_reader<std::decay_t<decltype(store.quantizer)>> reader(store, store.stream(shape_, layer, h),
+                                                                               nullptr, scratch.data());
+                for (std::int64_t t = 0; t < T; ++t) reader.read_token(t, head_out + t * shape_.head_dim);
+            };
+            if (role == cache_role::key) read(keys_);
+            else read(values_);
+        }
+    }
+
+    /// The width of every group of one layer and role, [kv_heads][tokens][groups per head].
+    std::vector<int> widths(std::int64_t layer, cache_role role) const {
+        check_layer(layer);
+        std::vector<int> out;
+        auto collect = [&](const auto& store) {
+            for (std::int64_t h = 0; h < shape_.kv_heads; ++h) {
+                const cache::group_stream& s = store.stream(shape_, layer, h);
+                for (std::int64_t g = 0; g < s.group_count(); ++g) out.push_back(s.width(g));
+            }
+        };
+        if (role == cache_role::key) collect(keys_);
+        else collect(values_);
+        return out;
+    }
+
+    kv_cache_byte_report bytes() const noexcept {
+        kv_cache_byte_report r;
+        r.keys = keys_.bytes();
+        r.values = values_.bytes();
+        r.host_copy = keys_.host_copy_bytes() + values_.host_copy_bytes();
+        r.host_metadata = keys_.host_metadata_bytes() + values_.host_metadata_bytes();
+        r.attention_window = window_.bytes();
+        return r;
+    }
+
+    /// The original implementation's accounting of one cache role.
+    reference_accounting accounting(cache_role role) const {
+        std::vector<std::uint8_t> all;
+        double ratio = 0.0;
+        int parameters = 0;
+        std::int64_t group_size = 0;
+        auto collect = [&](const auto& store) {
+            for (const auto& s : store.streams)
+                for (std::int64_t g = 0; g < s.group_count(); ++g) all.push_back(static_cast<std::uint8_t>(s.width(g)));
+            ratio = store.quantizer.outliers().ratio();
+            parameters = store.quantizer.storage().stored_parameter_count();
+            group_size = store.group_size;
+        };
+        if (role == cache_role::key) collect(keys_);
+        else collect(values_);
+        return reference_accounting::of(all, ratio, parameters, group_size);
+    }
+
+private:
+    // Everything one cache role (keys or values) holds.
+    template <class Quantizer>
+    struct role_store {
+        Quantizer quantizer;
+        cache::width_pools pools;
+        std::vector<cache::group_stream> streams;  // [layer][kv_head]
+        std::int64_t group_size = 0;
+        std::int64_t groups_per_head = 0;
+
+        explicit role_store(Quantizer q) : quantizer(std::move(q)) {}
+
+        void init(const kv_cache_shape& s, const char* role) {
+            const group_level level = quantizer.level();
+            QAQ_CHECK(level == group_level::head || level == group_level::sub_head, "the ", role,
+                      " quantizer groups at ", to_string(level),
+                      " level; the decode-time cache needs head or sub_head groups (a decode step produces one "
+                      "layer at a time)");
+            group_size = level == group_level::head ? s.head_dim : quantizer.group_dims();
+            QAQ_CHECK(group_size >= 1 && s.head_dim % group_size == 0, "sub_head group_dims ", group_size,
+                      " must divide head_dim ", s.head_dim);
+            groups_per_head = s.head_dim / group_size;
+            pools = cache::width_pools(group_size);
+            streams.clear();
+            streams.reserve(static_cast<std::size_t>(s.layers * s.kv_heads));
+            for (std::int64_t i = 0; i < s.layers * s.kv_heads; ++i)
+                streams.emplace_back(group_size, quantizer.parameter_bytes(), quantizer.storage().precision);
+        }
+
+        cache::group_stream& stream(const kv_cache_shape& s, std::int64_t layer, std::int64_t head) {
+            return streams[static_cast<std::size_t>(layer * s.kv_heads + head)];
+        }
+        const cache::group_stream& stream(const kv_cache_shape& s, std::int64_t layer, std::int64_t head) const {
+            return streams[static_cast<std::size_t>(layer * s.kv_heads + head)];
+        }
+
+        // Encodes one group at `width` and appends it to `stream`.
+        void append_group(cache::group_stream& stream, const float* values, float predicted_attention,
+                          std::int64_t tokens, std::int64_t token, bool use_policy_width) {
+            thread_local std::vector<float> scratch;
+            thread_local std::vector<std::uint8_t> is_outlier, codes, parameters;
+            thread_local std::vector<std::uint32_t> code_scratch;
+            scratch.resize(static_cast<std::size_t>(group_size));
+            is_outlier.resize(static_cast<std::size_t>(group_size));
+            code_scratch.resize(static_cast<std::size_t>(group_size));
+            codes.resize(static_cast<std::size_t>(packed_code_bytes(group_size, max_bits)));
+            parameters.resize(static_cast<std::size_t>(quantizer.parameter_bytes()));
+            const group_statistics stats = quantizer.analyze(values, group_size, is_outlier.data(), scratch.data());
+            for (std::int64_t i = 0; i < group_size; ++i)
+                if (is_outlier[static_cast<std::size_t>(i)]) quantizer.check_outlier_value(values[i]);
+            const float range = quantizer.range(stats);
+            const int width = use_policy_width ? quantizer.choose_bits(range, predicted_attention, tokens, token)
+                                               : quantizer.bits().bits_max();
+            const codec_parameters params =
+                quantizer.encode(values, is_outlier.data(), group_size, stats, width, code_scratch.data(), codes.data());
+            quantizer.store_parameters(params, parameters.data());
+            stream.append(pools, values, range, width, parameters.data(), codes.data(), is_outlier.data());
+        }
+
+        void append_token(const kv_cache_shape& s, std::int64_t layer, const float* data) {
+            for (std::int64_t h = 0; h < s.kv_heads; ++h)
+                for (std::int64_t g = 0; g < groups_per_head; ++g)
+                    append_group(stream(s, layer, h), data + h * s.head_dim + g * group_size, 0.0f, 0, 0, false);
+        }
+
+        void prefill(const kv_cache_shape& s, const kv_view<const float>& data,
+                     const attention_view<const float>& attention) {
+            const std::int64_t T = data.shape.tokens;
+            std::vector<float> predicted;
+            if constexpr (Quantizer::bits_policy::needs_attention)
+                predicted = predicted_attention(attention, data.shape, quantizer.bits().window());
+            std::vector<float> values(static_cast<std::size_t>(group_size));
+            for (std::int64_t l = 0; l < s.layers; ++l)
+                for (std::int64_t h = 0; h < s.kv_heads; ++h)
+                    for (std::int64_t t = 0; t < T; ++t) {
+                        const float a = predicted.empty()
+                                            ? 0.0f
+                                            : predicted[static_cast<std::size_t>(predicted_attention_index(data.shape, 0, t, l, h))];
+                        for (std::int64_t g = 0; g < groups_per_head; ++g) {
+                            for (std::int64_t d = 0; d < group_size; ++d)
+                                values[static_cast<std::size_t>(d)] = data(l, 0, h, t, g * group_size + d);
+                            append_group(stream(s, l, h), values.data(), a, T, t, true);
+                        }
+                    }
+        }
+
+        void rebalance(const kv_cache_shape& s, std::int64_t T, const attention_window& window,
+                       downgrade_source downgrade, rebalance_counters& counters) {
+            std::vector<float> values(static_cast<std::size_t>(group_size)), scratch(static_cast<std::size_t>(group_size));
+            std::vector<std::uint8_t> is_outlier(static_cast<std::size_t>(group_size));
+            std::vector<std::uint8_t> codes(static_cast<std::size_t>(packed_code_bytes(group_size, max_bits)));
+            std::vector<std::uint8_t> parameters(static_cast<std::size_t>(quantizer.parameter_bytes()));
+            std::vector<std::uint32_t> code_scratch(static_cast<std::size_t>(group_size));
+            for (std::int64_t l = 0; l < s.layers; ++l)
+                for (std::int64_t h = 0; h < s.kv_heads; ++h) {
+                    cache::group_stream& st = stream(s, l, h);
+                    std::int64_t cursor = 0;
+                    for (std::int64_t g = 0; g < st.group_count(); ++g) {
+                        const std::int64_t t = g / groups_per_head;
+                        const std::int64_t outliers = st.outlier_count(g);
+                        const float a = Quantizer::bits_policy::needs_attention ? window.predicted(l, t, h) : 0.0f;
+                        const int old_width = st.width(g);
+                        const int width = quantizer.choose_bits(st.range(g), a, T, t);
+                        if (width != old_width) {
+                            group_statistics stats;
+                            if (width > old_width || downgrade == downgrade_source::host_copy) {
+                                std::copy(st.full_precision(g), st.full_precision(g) + group_size, values.begin());
+                                stats = quantizer.analyze(values.data(), group_size, is_outlier.data(), scratch.data());
+                                counters.host_bytes_read += group_size * static_cast<std::int64_t>(sizeof(float));
+                            } else {
+                                // From the current codes: decode, restore the exact outliers, re-fit.
+                                quantizer.decode(st.codes(pools, g), group_size, old_width,
+                                                 quantizer.load_parameters(st.parameters(g), old_width),
+                                                 code_scratch.data(), values.data());
+                                std::fill(is_outlier.begin(), is_outlier.end(), std::uint8_t{0});
+                                for (std::int64_t k = 0; k < outliers; ++k) {
+                                    const auto p = st.outlier_position(cursor + k);
+                                    values[p] = st.outlier_value(cursor + k);
+                                    is_outlier[p] = 1;
+                                }
+                                stats = quantizer.statistics(values.data(), is_outlier.data(), group_size, outliers);
+                            }
+                            const codec_parameters params = quantizer.encode(values.data(), is_outlier.data(), group_size,
+                                                                             stats, width, code_scratch.data(), codes.data());
+                            quantizer.store_parameters(params, parameters.data());
+                            st.rewrite(pools, g, width, parameters.data(), codes.data());
+                            if (width > old_width) ++counters.groups_up;
+                            else ++counters.groups_down;
+                        }
+                        cursor += outliers;
+                    }
+                }
+        }
+
+        byte_report bytes() const noexcept {
+            byte_report r;
+            for (const auto& s : streams) r += s.metadata_bytes();
+            r.codes = pools.used_bytes();
+            r.slack += pools.allocated_bytes() - pools.used_bytes();
+            return r;
+        }
+        std::int64_t host_copy_bytes() const noexcept {
+            std::int64_t b = 0;
+            for (const auto& s : streams) b += s.host_copy_bytes();
+            return b;
+        }
+        std::int64_t host_metadata_bytes() const noexcept {
+            std::int64_t b = 0;
+            for (const auto& s : streams) b += s.host_metadata_bytes();
+            return b;
+        }
+    };
+
+    // Decodes the groups of one stream token after token, restoring outliers.
+    template <class Quantizer>
+    struct token_reader {
+        const role_store<Quantizer>& store;
+        const cache::group_stream& stream;
+        float* row;
+        std::uint32_t* scratch;
+        std::int64_t cursor = 0;
+
+        token_reader(const role_store<Quantizer>& s, const cache::group_stream& st, float* r, std::uint32_t* sc)
+            : store(s), stream(st), row(r), scratch(sc) {}
+
+        void read_token(std::int64_t t) { read_token(t, row); }
+        void read_token(std::int64_t t, float* out) {
+            const std::int64_t n = store.group_size;
+            for (std::int64_t k = 0; k < store.groups_per_head; ++k) {
+                const std::int64_t g = t * store.groups_per_head + k;
+                const int width = stream.width(g);
+                float* group_out = out + k * n;
+                store.quantizer.decode(stream.codes(store.pools, g), n, width,
+                                       store.quantizer.load_parameters(stream.parameters(g), width), scratch, group_out);
+                const std::int64_t count = stream.outlier_count(g);
+                for (std::int64_t i = 0; i < count; ++i, ++cursor)
+                    group_out[stream.outlier_position(cursor)] = stream.outlier_value(cursor);
+            }
+        }
+    };
+
+    static void softmax(float* x, std::int64_t n) noexcept {
+        Eigen::Map<Eigen::ArrayXf> a(x, n);
+        a = (a - a.maxCoeff()).exp();
+        a /= a.sum();
+    }
+
+    void check_layer(std::int64_t layer) const {
+        QAQ_CHECK(layer >= 0 && layer < shape_.layers, "layer ", layer, " is out of range; the cache has ",
+                  shape_.layers, " layers");
+    }
+
+    kv_cache_shape shape_;
+    kv_cache_options options_;
+    role_store<KeyQuantizer> keys_;
+    role_store<ValueQuantizer> values_;
+    attention_window window_;
+    std::vector<std::int64_t> tokens_;
+    rebalance_counters counters_;
+};
+
+QAQ_NAMESPACE_END
