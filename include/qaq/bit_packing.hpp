@@ -3,9 +3,14 @@
 // code i occupies bits [i*B, i*B + B) of the stream, bit k of the stream is
 // bit (k % 8) of byte k / 8. A group of n codes at B bits takes
 // ceil(n * B / 8) bytes; B = 0 takes none.
+//
+// Eight codes of B bits are exactly B bytes, so the fast paths move blocks of
+// eight codes with the width as a compile-time constant; the tail (n % 8
+// codes) goes through the bit-serial path.
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "qaq/config.hpp"
 
@@ -16,7 +21,7 @@ QAQ_HOST_DEVICE constexpr std::int64_t packed_code_bytes(std::int64_t n, int bit
     return (n * bits + 7) / 8;
 }
 
-/// Reads code `i` of a `bits`-wide stream (random access; used by attend and by device code).
+/// Reads code `i` of a `bits`-wide stream (random access; used by device code).
 QAQ_HOST_DEVICE std::uint32_t read_code(const std::uint8_t* stream, std::int64_t i, int bits) noexcept {
     if (bits == 0) return 0;
     const std::int64_t first_bit = i * bits;
@@ -31,61 +36,9 @@ QAQ_HOST_DEVICE std::uint32_t read_code(const std::uint8_t* stream, std::int64_t
 }
 
 namespace detail {
-// Fixed-width fast paths: the width is a compile-time constant so shifts fold.
-template <int Bits>
-inline void pack_fixed(const std::uint32_t* codes, std::int64_t n, std::uint8_t* out) noexcept {
-    if constexpr (Bits == 8) {
-        for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(codes[i]);
-    } else if constexpr (Bits == 16) {
-        for (std::int64_t i = 0; i < n; ++i) {
-            out[2 * i] = static_cast<std::uint8_t>(codes[i]);
-            out[2 * i + 1] = static_cast<std::uint8_t>(codes[i] >> 8);
-        }
-    } else {
-        static_assert(8 % Bits == 0, "pack_fixed handles widths that divide a byte");
-        constexpr int per_byte = 8 / Bits;
-        const std::int64_t full = n / per_byte;
-        for (std::int64_t b = 0; b < full; ++b) {
-            std::uint32_t byte = 0;
-            for (int k = 0; k < per_byte; ++k) byte |= codes[b * per_byte + k] << (k * Bits);
-            out[b] = static_cast<std::uint8_t>(byte);
-        }
-        if (full * per_byte < n) {
-            std::uint32_t byte = 0;
-            for (std::int64_t i = full * per_byte; i < n; ++i) byte |= codes[i] << ((i - full * per_byte) * Bits);
-            out[full] = static_cast<std::uint8_t>(byte);
-        }
-    }
-}
 
-template <int Bits>
-inline void unpack_fixed(const std::uint8_t* in, std::int64_t n, std::uint32_t* codes) noexcept {
-    if constexpr (Bits == 8) {
-        for (std::int64_t i = 0; i < n; ++i) codes[i] = in[i];
-    } else if constexpr (Bits == 16) {
-        for (std::int64_t i = 0; i < n; ++i)
-            codes[i] = static_cast<std::uint32_t>(in[2 * i]) | (static_cast<std::uint32_t>(in[2 * i + 1]) << 8);
-    } else {
-        constexpr int per_byte = 8 / Bits;
-        constexpr std::uint32_t mask = (1u << Bits) - 1u;
-        for (std::int64_t i = 0; i < n; ++i)
-            codes[i] = (static_cast<std::uint32_t>(in[i / per_byte]) >> ((i % per_byte) * Bits)) & mask;
-    }
-}
-}  // namespace detail
-
-/// Packs `n` codes (each < 2^bits) into `packed_code_bytes(n, bits)` bytes at `out`.
-inline void pack_codes(const std::uint32_t* codes, std::int64_t n, int bits, std::uint8_t* out) noexcept {
-    switch (bits) {
-        case 0: return;
-        case 1: return detail::pack_fixed<1>(codes, n, out);
-        case 2: return detail::pack_fixed<2>(codes, n, out);
-        case 4: return detail::pack_fixed<4>(codes, n, out);
-        case 8: return detail::pack_fixed<8>(codes, n, out);
-        case 16: return detail::pack_fixed<16>(codes, n, out);
-        default: break;
-    }
-    // Any other width: a 64-bit accumulator flushed a byte at a time.
+// Bit-serial packing of a tail that starts on a byte boundary.
+inline void pack_serial(const std::uint32_t* codes, std::int64_t n, int bits, std::uint8_t* out) noexcept {
     std::uint64_t acc = 0;
     int filled = 0;
     std::int64_t o = 0;
@@ -101,19 +54,7 @@ inline void pack_codes(const std::uint32_t* codes, std::int64_t n, int bits, std
     if (filled > 0) out[o] = static_cast<std::uint8_t>(acc);
 }
 
-/// Unpacks `n` codes of `bits` bits from `in` (the inverse of pack_codes).
-inline void unpack_codes(const std::uint8_t* in, std::int64_t n, int bits, std::uint32_t* codes) noexcept {
-    switch (bits) {
-        case 0:
-            for (std::int64_t i = 0; i < n; ++i) codes[i] = 0;
-            return;
-        case 1: return detail::unpack_fixed<1>(in, n, codes);
-        case 2: return detail::unpack_fixed<2>(in, n, codes);
-        case 4: return detail::unpack_fixed<4>(in, n, codes);
-        case 8: return detail::unpack_fixed<8>(in, n, codes);
-        case 16: return detail::unpack_fixed<16>(in, n, codes);
-        default: break;
-    }
+inline void unpack_serial(const std::uint8_t* in, std::int64_t n, int bits, std::uint32_t* codes) noexcept {
     const std::uint32_t mask = (1u << bits) - 1u;
     std::uint64_t acc = 0;
     int filled = 0;
@@ -127,6 +68,104 @@ inline void unpack_codes(const std::uint8_t* in, std::int64_t n, int bits, std::
         acc >>= bits;
         filled -= bits;
     }
+}
+
+// Eight codes of Bits bits <-> Bits bytes, via one or two 64-bit words.
+template <int Bits>
+inline void pack_block8(const std::uint32_t* codes, std::uint8_t* out) noexcept {
+    if constexpr (Bits <= 8) {
+        std::uint64_t word = 0;
+        for (int k = 0; k < 8; ++k) word |= static_cast<std::uint64_t>(codes[k]) << (k * Bits);
+        std::memcpy(out, &word, Bits);  // little-endian hosts
+    } else {
+        std::uint64_t lo = 0, hi = 0;
+        for (int k = 0; k < 4; ++k) lo |= static_cast<std::uint64_t>(codes[k]) << (k * Bits);
+        for (int k = 0; k < 4; ++k) hi |= static_cast<std::uint64_t>(codes[4 + k]) << (k * Bits);
+        // The last four codes start at bit 4 * Bits: byte aligned for even widths,
+        // half-way into a byte for odd ones.
+        std::uint8_t buffer[16] = {};
+        std::memcpy(buffer, &lo, 8);
+        const int byte = 4 * Bits / 8, shift = 4 * Bits % 8;
+        std::uint64_t part0 = hi << shift;
+        std::uint64_t part1 = shift ? (hi >> (64 - shift)) : 0;
+        for (int b = 0; b < 8 && byte + b < 16; ++b) buffer[byte + b] |= static_cast<std::uint8_t>(part0 >> (8 * b));
+        if (byte + 8 < 16) buffer[byte + 8] |= static_cast<std::uint8_t>(part1);
+        std::memcpy(out, buffer, Bits);
+    }
+}
+
+template <int Bits>
+inline void unpack_block8(const std::uint8_t* in, std::uint32_t* codes) noexcept {
+    constexpr std::uint64_t mask = (std::uint64_t{1} << Bits) - 1u;
+    if constexpr (Bits <= 8) {
+        std::uint64_t word = 0;
+        std::memcpy(&word, in, Bits);
+        for (int k = 0; k < 8; ++k) codes[k] = static_cast<std::uint32_t>((word >> (k * Bits)) & mask);
+    } else {
+        std::uint8_t buffer[24] = {};
+        std::memcpy(buffer, in, Bits);
+        for (int k = 0; k < 8; ++k) {
+            const int bit = k * Bits, byte = bit / 8, shift = bit % 8;
+            std::uint32_t window;
+            std::memcpy(&window, buffer + byte, 4);
+            codes[k] = static_cast<std::uint32_t>((window >> shift) & mask);
+        }
+    }
+}
+
+template <int Bits>
+inline void pack_width(const std::uint32_t* codes, std::int64_t n, std::uint8_t* out) noexcept {
+    const std::int64_t blocks = n / 8;
+    for (std::int64_t b = 0; b < blocks; ++b) pack_block8<Bits>(codes + 8 * b, out + Bits * b);
+    if (blocks * 8 < n) pack_serial(codes + 8 * blocks, n - 8 * blocks, Bits, out + Bits * blocks);
+}
+
+template <int Bits>
+inline void unpack_width(const std::uint8_t* in, std::int64_t n, std::uint32_t* codes) noexcept {
+    const std::int64_t blocks = n / 8;
+    for (std::int64_t b = 0; b < blocks; ++b) unpack_block8<Bits>(in + Bits * b, codes + 8 * b);
+    if (blocks * 8 < n) unpack_serial(in + Bits * blocks, n - 8 * blocks, Bits, codes + 8 * blocks);
+}
+
+}  // namespace detail
+
+/// Calls f(std::integral_constant<int, W>{}) for the runtime width 1..16:
+/// the one place a runtime width becomes a compile-time constant.
+template <class F>
+inline decltype(auto) dispatch_width(int bits, F&& f) {
+    switch (bits) {
+        case 1: return f(std::integral_constant<int, 1>{});
+        case 2: return f(std::integral_constant<int, 2>{});
+        case 3: return f(std::integral_constant<int, 3>{});
+        case 4: return f(std::integral_constant<int, 4>{});
+        case 5: return f(std::integral_constant<int, 5>{});
+        case 6: return f(std::integral_constant<int, 6>{});
+        case 7: return f(std::integral_constant<int, 7>{});
+        case 8: return f(std::integral_constant<int, 8>{});
+        case 9: return f(std::integral_constant<int, 9>{});
+        case 10: return f(std::integral_constant<int, 10>{});
+        case 11: return f(std::integral_constant<int, 11>{});
+        case 12: return f(std::integral_constant<int, 12>{});
+        case 13: return f(std::integral_constant<int, 13>{});
+        case 14: return f(std::integral_constant<int, 14>{});
+        case 15: return f(std::integral_constant<int, 15>{});
+        default: return f(std::integral_constant<int, 16>{});
+    }
+}
+
+/// Packs `n` codes (each < 2^bits) into `packed_code_bytes(n, bits)` bytes at `out`.
+inline void pack_codes(const std::uint32_t* codes, std::int64_t n, int bits, std::uint8_t* out) noexcept {
+    if (bits == 0) return;
+    dispatch_width(bits, [&](auto w) { detail::pack_width<decltype(w)::value>(codes, n, out); });
+}
+
+/// Unpacks `n` codes of `bits` bits from `in` (the inverse of pack_codes).
+inline void unpack_codes(const std::uint8_t* in, std::int64_t n, int bits, std::uint32_t* codes) noexcept {
+    if (bits == 0) {
+        for (std::int64_t i = 0; i < n; ++i) codes[i] = 0;
+        return;
+    }
+    dispatch_width(bits, [&](auto w) { detail::unpack_width<decltype(w)::value>(in, n, codes); });
 }
 
 QAQ_NAMESPACE_END

@@ -1,11 +1,15 @@
 #pragma once
-// The CPU backend: group statistics with Eigen reductions, and the encode +
-// pack / unpack + decode loops over a codec's scalar element functions.
+// The CPU backend: group statistics with Eigen reductions, and encode + pack /
+// unpack + decode. Codecs with an affine form (the uniform ones) run as Eigen
+// array expressions (vectorized); any other codec goes through its scalar
+// element functions.
 
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "qaq/bit_packing.hpp"
 #include "qaq/config.hpp"
@@ -15,38 +19,56 @@
 QAQ_NAMESPACE_BEGIN
 namespace backend {
 
+namespace detail {
+template <class Codec, class = void>
+struct has_affine_form : std::false_type {};
+template <class Codec>
+struct has_affine_form<Codec, std::void_t<decltype(std::declval<const Codec&>().affine(codec_parameters{}, 1))>>
+    : std::true_type {};
+}  // namespace detail
+
 struct cpu {
     static constexpr bool is_backend = true;
     static constexpr const char* name = "cpu";
 
+    using array_f = Eigen::Array<float, Eigen::Dynamic, 1>;
+    using array_i = Eigen::Array<std::int32_t, Eigen::Dynamic, 1>;
+    using array_u8 = Eigen::Array<std::uint8_t, Eigen::Dynamic, 1>;
+
+    /// Marks non-finite values (always exact outliers); returns their count.
+    static std::int64_t mark_non_finite(const float* x, std::int64_t n, std::uint8_t* is_outlier) noexcept {
+        const Eigen::Map<const array_f> v(x, n);
+        Eigen::Map<array_u8> mask(is_outlier, n);
+        mask = (!v.isFinite()).cast<std::uint8_t>();
+        return mask.cast<std::int64_t>().sum();
+    }
+
     /// Statistics of the values whose `is_outlier` byte is 0.
     static group_statistics statistics(const float* x, const std::uint8_t* is_outlier, std::int64_t n,
                                        std::int64_t outliers, bool need_std) {
-        using array_f = Eigen::Array<float, Eigen::Dynamic, 1>;
-        using array_u8 = Eigen::Array<std::uint8_t, Eigen::Dynamic, 1>;
         const Eigen::Map<const array_f> v(x, n);
         group_statistics s;
         s.count = n - outliers;
         if (s.count == 0) return s;
         constexpr float inf = std::numeric_limits<float>::infinity();
+        double sum = 0.0;
         if (outliers == 0) {
             s.min = v.minCoeff();
             s.max = v.maxCoeff();
-            s.mean = static_cast<float>(v.cast<double>().sum() / static_cast<double>(s.count));
+            sum = v.cast<double>().sum();
         } else {
             const Eigen::Map<const array_u8> mask(is_outlier, n);
             const auto keep = mask == std::uint8_t{0};
             s.min = keep.select(v, inf).minCoeff();
             s.max = keep.select(v, -inf).maxCoeff();
-            s.mean = static_cast<float>(keep.select(v.cast<double>(), 0.0).sum() / static_cast<double>(s.count));
+            sum = keep.select(v.cast<double>(), 0.0).sum();
         }
+        const double mean = sum / static_cast<double>(s.count);
+        s.mean = static_cast<float>(mean);
         s.absmax = std::max(std::fabs(s.min), std::fabs(s.max));
         if (need_std && s.count >= 2) {
             // Two-pass around the double mean, as a float64 std would.
-            double mean = 0.0, sq = 0.0;
-            for (std::int64_t i = 0; i < n; ++i)
-                if (!is_outlier[i]) mean += x[i];
-            mean /= static_cast<double>(s.count);
+            double sq = 0.0;
             for (std::int64_t i = 0; i < n; ++i)
                 if (!is_outlier[i]) sq += (x[i] - mean) * (x[i] - mean);
             s.std = static_cast<float>(std::sqrt(sq / static_cast<double>(s.count - 1)));
@@ -54,14 +76,32 @@ struct cpu {
         return s;
     }
 
-    /// Encodes the `n` values (outliers get code 0; they are restored exactly on
-    /// decode) and packs them into packed_code_bytes(n, bits) bytes at `out`.
-    /// `scratch` holds n codes.
+    /// Encodes the `n` values (outliers get an arbitrary in-range code; they are
+    /// restored exactly on decode) and packs them into packed_code_bytes(n, bits)
+    /// bytes at `out`. `scratch` holds n codes.
     template <class Codec>
     static void encode(const Codec& codec, const codec_parameters& p, int bits, const float* x,
                        const std::uint8_t* is_outlier, std::int64_t n, std::uint32_t* scratch, std::uint8_t* out) {
         if (bits == 0) return;
-        for (std::int64_t i = 0; i < n; ++i) scratch[i] = is_outlier[i] ? 0u : codec.encode(x[i], p, bits);
+        if constexpr (detail::has_affine_form<Codec>::value) {
+            const affine_code a = codec.affine(p, bits);
+            Eigen::Map<array_i> codes(reinterpret_cast<std::int32_t*>(scratch), n);
+            if (!(a.scale > 0.0f)) {
+                codes.setConstant(static_cast<std::int32_t>(a.bias));
+            } else {
+                const Eigen::Map<const array_f> v(x, n);
+                const Eigen::Map<const array_u8> mask(is_outlier, n);
+                // Outliers (possibly non-finite) are replaced by the centre before any arithmetic.
+                codes = ((((mask == std::uint8_t{0}).select(v, a.centre) - a.centre) / a.scale)
+                             .rint()
+                             .max(a.lowest)
+                             .min(a.highest) +
+                         a.bias)
+                            .cast<std::int32_t>();
+            }
+        } else {
+            for (std::int64_t i = 0; i < n; ++i) scratch[i] = is_outlier[i] ? 0u : codec.encode(x[i], p, bits);
+        }
         pack_codes(scratch, n, bits, out);
     }
 
@@ -69,8 +109,19 @@ struct cpu {
     template <class Codec>
     static void decode(const Codec& codec, const codec_parameters& p, int bits, const std::uint8_t* in,
                        std::int64_t n, std::uint32_t* scratch, float* out) {
+        Eigen::Map<array_f> values(out, n);
+        if (bits == 0) {
+            values.setConstant(codec.decode(0u, p, 0));  // one value for the whole group
+            return;
+        }
         unpack_codes(in, n, bits, scratch);
-        for (std::int64_t i = 0; i < n; ++i) out[i] = codec.decode(scratch[i], p, bits);
+        if constexpr (detail::has_affine_form<Codec>::value) {
+            const affine_code a = codec.affine(p, bits);
+            const Eigen::Map<const array_i> codes(reinterpret_cast<const std::int32_t*>(scratch), n);
+            values = (codes.cast<float>() - a.bias) * a.scale + a.centre;
+        } else {
+            for (std::int64_t i = 0; i < n; ++i) out[i] = codec.decode(scratch[i], p, bits);
+        }
     }
 };
 

@@ -41,7 +41,8 @@ struct value_attention {
         // The last n - 1 tokens have no full window of history yet.
         if (c.token >= c.tokens - (attention_window - 1)) return max_bits_;
         const float numerator = static_cast<float>(std::sqrt(12.0 / static_cast<double>(c.tokens)) * target_error);
-        const float error = numerator / c.predicted_attention;  // A = 0 gives +Inf: no bits needed
+        // (1 / A) * c, as PyTorch evaluates the reference's `c / A`; A = 0 gives +Inf: no bits needed.
+        const float error = (1.0f / c.predicted_attention) * numerator;
         return detail::bits_from_error(c.range, 2.0f * error, min_bits, max_bits_);
     }
 };

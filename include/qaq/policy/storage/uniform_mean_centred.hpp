@@ -4,7 +4,9 @@
 // q = clamp(rint((x - c) / s), -2^(B-1), 2^(B-1) - 1), x' = q * s + c.
 // Centring on the mean while clamping to a symmetric code range can clip a
 // skewed group at its top code: that is the reference behaviour, kept on
-// purpose. `uniform_zero_point` is the codec without that flaw.
+// purpose. `uniform_zero_point` is the codec without that flaw. B = 0
+// reconstructs at c - R / 2, as the reference does under PyTorch >= 2.0
+// (docs/method.md).
 
 #include <cmath>
 #include <cstdint>
@@ -54,6 +56,12 @@ struct uniform_mean_centred {
         return symmetric ? codec_parameters{0.0f, stored[0]} : codec_parameters{stored[0], stored[1]};
     }
 
+    /// code = q + 2^(B-1) with q in [-2^(B-1), 2^(B-1) - 1]; width >= 1.
+    QAQ_HOST_DEVICE affine_code affine(const codec_parameters& p, int bits) const noexcept {
+        const float half_steps = static_cast<float>(1u << (bits - 1));
+        return {p.centre, p.scale, -half_steps, half_steps - 1.0f, half_steps};
+    }
+
     QAQ_HOST_DEVICE std::uint32_t encode(float x, const codec_parameters& p, int bits) const noexcept {
         if (bits == 0) return 0;
         const float half_steps = static_cast<float>(1u << (bits - 1));
@@ -63,7 +71,9 @@ struct uniform_mean_centred {
         return static_cast<std::uint32_t>(q + half_steps);
     }
     QAQ_HOST_DEVICE float decode(std::uint32_t code, const codec_parameters& p, int bits) const noexcept {
-        if (bits == 0) return p.centre;
+        // B = 0: the reference's codes are clamped to [-0.5, -0.5] and promoted to
+        // float (torch.clamp), so x' = -0.5 * s + c with s = R (docs/method.md).
+        if (bits == 0) return -0.5f * p.scale + p.centre;
         const float q = static_cast<float>(static_cast<std::int32_t>(code) - (std::int32_t{1} << (bits - 1)));
         return q * p.scale + p.centre;
     }

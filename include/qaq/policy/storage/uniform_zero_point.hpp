@@ -56,6 +56,11 @@ struct uniform_zero_point {
         return {-absmax, 2.0f * absmax / steps(bits)};
     }
 
+    /// code = q in [0, 2^B - 1]; width >= 1.
+    QAQ_HOST_DEVICE affine_code affine(const codec_parameters& p, int bits) const noexcept {
+        return {p.centre, p.scale, 0.0f, steps(bits), 0.0f};
+    }
+
     QAQ_HOST_DEVICE std::uint32_t encode(float x, const codec_parameters& p, int bits) const noexcept {
         if (bits == 0 || !(p.scale > 0.0f)) return 0;
         const float top = steps(bits);
