@@ -3,6 +3,7 @@
 // config file) becomes a compiled policy combination. Everything that starts
 // from runtime values goes through `visit_quantizer`.
 
+#include <string>
 #include <utility>
 
 #include "qaq/config.hpp"
@@ -40,9 +41,9 @@ decltype(auto) visit_with_storage(const quantizer_config& c, Bits bits, Outliers
     switch (c.codec) {
         case codec_kind::uniform_mean_centred: return make(storage::uniform_mean_centred{c.symmetric, c.precision});
         case codec_kind::uniform_zero_point: return make(storage::uniform_zero_point{c.symmetric, c.precision});
-        case codec_kind::normal: break;
+        case codec_kind::normal: return make(storage::normal_quantile{c.symmetric, c.precision});
     }
-    return make(storage::normal_quantile{c.symmetric, c.precision});
+    throw error("unknown codec_kind " + std::to_string(static_cast<int>(c.codec)) + "; add it to visit_quantizer");
 }
 
 template <class Bits, class F>
@@ -63,10 +64,11 @@ decltype(auto) visit_quantizer(const quantizer_config& c, F&& f) {
         case bits_kind::value_attention:
             return detail::visit_with_outliers(
                 c, bits::value_attention(c.window, c.target_error, c.bits_min, c.bits_max), f);
-        case bits_kind::key_query_norm: break;
+        case bits_kind::key_query_norm:
+            return detail::visit_with_outliers(
+                c, bits::key_query_norm(c.q_norm, c.target_error, c.bits_min, c.bits_max, c.window), f);
     }
-    return detail::visit_with_outliers(
-        c, bits::key_query_norm(c.q_norm, c.target_error, c.bits_min, c.bits_max, c.window), f);
+    throw error("unknown bits_kind " + std::to_string(static_cast<int>(c.bits)) + "; add it to visit_quantizer");
 }
 
 /// A quantizer chosen at run time; each call dispatches once to the compiled combination.

@@ -36,17 +36,31 @@ template <class Bits, class Outliers, class Storage, class Backend = backend::cp
 class quantizer {
     static_assert(traits::is_bits_policy_v<Bits>,
                   "qaq: quantizer's first parameter must be a bit-allocation policy: a type with "
-                  "`static constexpr bool is_bits_policy = true`, `needs_attention`, `adaptive`, and "
-                  "`int operator()(const qaq::bits::context&) const` (see qaq/policy/bits/)");
+                  "`static constexpr bool is_bits_policy = true`, `needs_attention`, `adaptive`, "
+                  "`bits_min()`, `bits_max()`, `window()` and `int operator()(const qaq::bits::context&) const` "
+                  "(see docs/policies.md)");
+    static_assert(!traits::is_bits_policy_v<Bits> || traits::has_bits_members_v<Bits>,
+                  "qaq: a bit-allocation policy must declare `static constexpr bool needs_attention` and "
+                  "`adaptive`, and provide `int bits_min() const`, `int bits_max() const`, `int window() const` "
+                  "and `int operator()(const qaq::bits::context&) const` (see docs/policies.md)");
     static_assert(traits::is_outlier_policy_v<Outliers>,
                   "qaq: quantizer's second parameter must be an outlier policy: a type with "
                   "`static constexpr bool is_outlier_policy = true`, `double ratio() const` and "
                   "`std::int64_t mark(const float*, std::int64_t, std::uint8_t*, float*) const` "
-                  "(see qaq/policy/outliers/)");
+                  "(see docs/policies.md)");
+    static_assert(!traits::is_outlier_policy_v<Outliers> || traits::has_outlier_members_v<Outliers>,
+                  "qaq: an outlier policy must provide `std::int64_t mark(const float* values, std::int64_t n, "
+                  "std::uint8_t* is_outlier, float* scratch) const` and `double ratio() const` "
+                  "(see docs/policies.md)");
     static_assert(traits::is_codec_v<Storage>,
                   "qaq: quantizer's third parameter must be a storage codec: a type with "
                   "`static constexpr bool is_codec = true`, fit/store/load/encode/decode "
-                  "(see qaq/policy/storage/)");
+                  "(see docs/policies.md)");
+    static_assert(!traits::is_codec_v<Storage> || traits::has_codec_members_v<Storage>,
+                  "qaq: a storage codec must declare `static constexpr bool needs_std` and "
+                  "`supports_adaptive_bits`, hold a `precision`, and provide `stored_parameter_count()`, "
+                  "`range(stats)`, `fit(stats, bits)`, `store(params, float*)`, `load(const float*, bits)`, "
+                  "`encode(x, params, bits)` and `decode(code, params, bits)` (see docs/policies.md)");
     static_assert(traits::is_backend_v<Backend>,
                   "qaq: quantizer's fourth parameter must be a backend such as qaq::backend::cpu");
     static_assert(!Bits::adaptive || Storage::supports_adaptive_bits,
@@ -64,7 +78,13 @@ public:
           group_dims_(group_dims) {
         if (level == group_level::sub_head)
             QAQ_CHECK(group_dims >= 1, "sub_head level needs group_dims >= 1, got ", group_dims);
+        QAQ_CHECK(storage_.stored_parameter_count() >= 0 && storage_.stored_parameter_count() <= max_parameters,
+                  "codec ", Storage::name, " stores ", storage_.stored_parameter_count(),
+                  " parameters per group; at most ", max_parameters, " are supported");
     }
+
+    /// Stored parameters a codec may keep per group.
+    static constexpr int max_parameters = 2;
 
     const Bits& bits() const noexcept { return bits_; }
     const Outliers& outliers() const noexcept { return outliers_; }
@@ -78,7 +98,13 @@ public:
     /// statistics of its non-outliers. `scratch` holds n floats.
     group_statistics analyze(const float* values, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
         const std::int64_t outlier_count = outliers_.mark(values, n, is_outlier, scratch);
-        return Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
+        QAQ_CHECK(outlier_count == Backend::count_marked(is_outlier, n), "outlier policy ", Outliers::name,
+                  " returned ", outlier_count, " but marked a different number of values");
+        const group_statistics stats = Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
+        // A non-finite value left unmarked poisons the sum (NaN or Inf mean).
+        QAQ_CHECK(stats.count == 0 || std::isfinite(stats.mean), "outlier policy ", Outliers::name,
+                  " left a non-finite value unmarked; every outlier policy must mark NaN and +-Inf");
+        return stats;
     }
 
     /// Statistics of the non-outliers when the outlier mask is already known

@@ -221,3 +221,38 @@ TEST_CASE("any_quantizer maps a runtime config to the compiled combination", "[a
     CHECK(packed.parameters == expected.parameters);
     CHECK(packed.outlier_values == expected.outlier_values);
 }
+
+namespace {
+// An outlier policy that forgets non-finite values, and one that miscounts.
+struct forgets_nan {
+    static constexpr bool is_outlier_policy = true;
+    static constexpr const char* name = "forgets_nan";
+    double ratio() const { return 0.0; }
+    std::int64_t mark(const float*, std::int64_t n, std::uint8_t* is_outlier, float*) const {
+        std::fill(is_outlier, is_outlier + n, std::uint8_t{0});
+        return 0;
+    }
+};
+struct miscounts {
+    static constexpr bool is_outlier_policy = true;
+    static constexpr const char* name = "miscounts";
+    double ratio() const { return 0.0; }
+    std::int64_t mark(const float*, std::int64_t n, std::uint8_t* is_outlier, float*) const {
+        std::fill(is_outlier, is_outlier + n, std::uint8_t{0});
+        is_outlier[0] = 1;
+        return 0;
+    }
+};
+}  // namespace
+
+TEST_CASE("a faulty outlier policy is caught, not trusted", "[quantizer][bad_input]") {
+    const qaq::kv_shape shape{1, 1, 1, 1, 4};
+    const std::vector<float> x = {1.0f, 2.0f, std::nanf(""), 4.0f};
+    qaq::quantizer<qaq::bits::fixed, forgets_nan, qaq::storage::uniform_zero_point> q(qaq::bits::fixed(4), {}, {},
+                                                                                     qaq::group_level::head);
+    CHECK_THROWS_WITH(q.quantize(view(x, shape)), Catch::Contains("left a non-finite value unmarked"));
+    const std::vector<float> finite = {1.0f, 2.0f, 3.0f, 4.0f};
+    qaq::quantizer<qaq::bits::fixed, miscounts, qaq::storage::uniform_zero_point> m(qaq::bits::fixed(4), {}, {},
+                                                                                   qaq::group_level::head);
+    CHECK_THROWS_WITH(m.quantize(view(finite, shape)), Catch::Contains("marked a different number"));
+}

@@ -43,6 +43,11 @@ struct cpu {
         return mask.cast<std::int64_t>().sum();
     }
 
+    /// Number of nonzero bytes in a mask.
+    static std::int64_t count_marked(const std::uint8_t* is_outlier, std::int64_t n) noexcept {
+        return Eigen::Map<const array_u8>(is_outlier, n).cast<std::int64_t>().sum();
+    }
+
     /// Statistics of the values whose `is_outlier` byte is 0.
     static group_statistics statistics(const float* x, const std::uint8_t* is_outlier, std::int64_t n,
                                        std::int64_t outliers, bool need_std) {
