@@ -14,6 +14,7 @@
 #include "qaq/policy/bits/value_attention.hpp"
 #include "qaq/policy/outliers/none.hpp"
 #include "qaq/policy/outliers/quantile.hpp"
+#include "qaq/policy/storage/fp16_passthrough.hpp"
 #include "qaq/policy/storage/normal_quantile.hpp"
 #include "qaq/policy/storage/uniform_mean_centred.hpp"
 #include "qaq/policy/storage/uniform_zero_point.hpp"
@@ -58,7 +59,10 @@ decltype(auto) visit_with_outliers(const quantizer_config& c, Bits bits, F&& f) 
 template <class F>
 decltype(auto) visit_quantizer(const quantizer_config& c, F&& f) {
     c.validate();
-    QAQ_CHECK(c.enabled, "a disabled (no-quantization) config has no quantizer; pass the cache through instead");
+    if (!c.enabled)  // "no-quantization": an FP16 cache, 16 bits per value
+        return f(quantizer<bits::fixed, outliers::none, storage::fp16_passthrough>(bits::fixed(16), outliers::none{},
+                                                                                   storage::fp16_passthrough{},
+                                                                                   c.level, c.group_dims));
     switch (c.bits) {
         case bits_kind::fixed: return detail::visit_with_outliers(c, bits::fixed(c.fixed_bits), f);
         case bits_kind::value_attention:
@@ -87,8 +91,8 @@ public:
         visit_quantizer(config_, [&](const auto& q) { q.dequantize(packed, out); });
     }
     reference_accounting accounting(const packed_tensor& packed) const {
-        return reference_accounting::of(packed.widths, config_.outlier_ratio, config_.reference_parameter_count(),
-                                        packed.layout.group_size());
+        return reference_accounting::of(packed.widths, config_.enabled ? config_.outlier_ratio : 0.0,
+                                        config_.reference_parameter_count(), packed.layout.group_size());
     }
 
 private:

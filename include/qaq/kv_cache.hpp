@@ -95,7 +95,7 @@ public:
         keys_.init(shape, "key");
         values_.init(shape, "value");
         window_ = attention_window(shape.layers, shape.kv_heads, shape.query_heads,
-                                   std::max(keys_.quantizer.bits().window(), values_.quantizer.bits().window()));
+                                   std::max(keys_.quantizer.window(), values_.quantizer.window()));
         tokens_.assign(static_cast<std::size_t>(shape.layers), 0);
     }
 
@@ -222,8 +222,7 @@ public:
                   to_string(expected));
         QAQ_CHECK(expected.tokens >= 1 && expected.tokens <= shape_.max_tokens, "prefill of ", expected.tokens,
                   " tokens; expected 1..max_tokens = ", shape_.max_tokens);
-        const bool needs_attention = KeyQuantizer::bits_policy::needs_attention ||
-                                     ValueQuantizer::bits_policy::needs_attention;
+        const bool needs_attention = keys_.quantizer.needs_attention() || values_.quantizer.needs_attention();
         if (!attention.empty() || needs_attention) {
             check_attention_shape(attention, expected);
             QAQ_CHECK(attention.shape.query_heads == shape_.query_heads, "prefill attention has ",
@@ -298,8 +297,8 @@ public:
         auto collect = [&](const auto& store) {
             for (const auto& s : store.streams)
                 for (std::int64_t g = 0; g < s.group_count(); ++g) all.push_back(static_cast<std::uint8_t>(s.width(g)));
-            ratio = store.quantizer.outliers().ratio();
-            parameters = store.quantizer.storage().stored_parameter_count();
+            ratio = store.quantizer.outlier_ratio();
+            parameters = store.quantizer.stored_parameter_count();
             group_size = store.group_size;
         };
         if (role == cache_role::key) collect(keys_);
@@ -333,7 +332,7 @@ private:
             streams.clear();
             streams.reserve(static_cast<std::size_t>(s.layers * s.kv_heads));
             for (std::int64_t i = 0; i < s.layers * s.kv_heads; ++i)
-                streams.emplace_back(group_size, quantizer.parameter_bytes(), quantizer.storage().precision);
+                streams.emplace_back(group_size, quantizer.parameter_bytes(), quantizer.precision());
         }
 
         cache::group_stream& stream(const kv_cache_shape& s, std::int64_t layer, std::int64_t head) {
@@ -359,7 +358,7 @@ private:
                 if (is_outlier[static_cast<std::size_t>(i)]) quantizer.check_outlier_value(values[i]);
             const float range = quantizer.range(stats);
             const int width = use_policy_width ? quantizer.choose_bits(range, predicted_attention, tokens, token)
-                                               : quantizer.bits().bits_max();
+                                               : quantizer.bits_max();
             const codec_parameters params =
                 quantizer.encode(values, is_outlier.data(), group_size, stats, width, code_scratch.data(), codes.data());
             quantizer.store_parameters(params, parameters.data());
@@ -376,8 +375,7 @@ private:
                      const attention_view<const float>& attention) {
             const std::int64_t T = data.shape.tokens;
             std::vector<float> predicted;
-            if constexpr (Quantizer::bits_policy::needs_attention)
-                predicted = predicted_attention(attention, data.shape, quantizer.bits().window());
+            if (quantizer.needs_attention()) predicted = predicted_attention(attention, data.shape, quantizer.window());
             std::vector<float> values(static_cast<std::size_t>(group_size));
             for (std::int64_t l = 0; l < s.layers; ++l)
                 for (std::int64_t h = 0; h < s.kv_heads; ++h)
@@ -407,7 +405,7 @@ private:
                     for (std::int64_t g = 0; g < st.group_count(); ++g) {
                         const std::int64_t t = g / groups_per_head;
                         const std::int64_t outliers = st.outlier_count(g);
-                        const float a = Quantizer::bits_policy::needs_attention ? window.predicted(l, t, h) : 0.0f;
+                        const float a = quantizer.needs_attention() ? window.predicted(l, t, h) : 0.0f;
                         const int old_width = st.width(g);
                         const int width = quantizer.choose_bits(st.range(g), a, T, t);
                         if (width != old_width) {

@@ -24,3 +24,7 @@
 #include "qaq/reference_accounting.hpp"
 #include "qaq/tensor_view.hpp"
 #include "qaq/types.hpp"
+#include "qaq/attention_window.hpp"
+#include "qaq/dynamic_quantizer.hpp"
+#include "qaq/kv_cache.hpp"
+#include "qaq/policy/storage/fp16_passthrough.hpp"

@@ -86,6 +86,15 @@ public:
     /// Stored parameters a codec may keep per group.
     static constexpr int max_parameters = 2;
 
+    // What generic code (the KV cache, the type-erased dynamic_quantizer) asks of any quantizer.
+    static constexpr bool needs_attention() noexcept { return Bits::needs_attention; }
+    int window() const noexcept { return bits_.window(); }
+    int bits_min() const noexcept { return bits_.bits_min(); }
+    int bits_max() const noexcept { return bits_.bits_max(); }
+    double outlier_ratio() const noexcept { return outliers_.ratio(); }
+    storage_precision precision() const noexcept { return storage_.precision; }
+    int stored_parameter_count() const noexcept { return storage_.stored_parameter_count(); }
+
     const Bits& bits() const noexcept { return bits_; }
     const Outliers& outliers() const noexcept { return outliers_; }
     const Storage& storage() const noexcept { return storage_; }

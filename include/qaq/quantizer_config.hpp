@@ -14,7 +14,7 @@ QAQ_NAMESPACE_BEGIN
 
 struct quantizer_config {
     cache_role role = cache_role::value;
-    /// false: the cache passes through unquantized ("no-quantization", 16 bits).
+    /// false: no quantization, the cache is stored as FP16 ("no-quantization", 16 bits).
     bool enabled = true;
     group_level level = group_level::head;
     /// Dims per group at sub_head level; must divide head_dim.
@@ -76,8 +76,9 @@ struct quantizer_config {
                       "key_query_norm bits serve the key cache; values use value_attention");
     }
 
-    /// Number of stored 16-bit parameters per group in the reference accounting.
-    int reference_parameter_count() const noexcept { return symmetric ? 1 : 2; }
+    /// Number of stored 16-bit parameters per group in the reference accounting
+    /// (none for a disabled quantizer: an FP16 cache).
+    int reference_parameter_count() const noexcept { return !enabled ? 0 : (symmetric ? 1 : 2); }
 };
 
 QAQ_NAMESPACE_END

@@ -294,3 +294,66 @@ TEST_CASE("bad input to the cache raises clear errors", "[kv_cache][bad_input]")
     const auto view = qaq::kv_view<const float>::contiguous(block.data(), {2, 1, 2, 1, 8});
     CHECK_THROWS_WITH(cache.prefill(view, view), Catch::Contains("empty cache"));
 }
+
+TEST_CASE("a cache of dynamic quantizers behaves exactly like the compiled one", "[kv_cache][dynamic]") {
+    const qaq::kv_cache_shape shape{2, 2, 4, 32, 100};
+    qaq::quantizer_config keys;
+    keys.role = qaq::cache_role::key;
+    keys.bits = qaq::bits_kind::key_query_norm;
+    keys.q_norm = 20.0, keys.target_error = 0.05, keys.bits_min = bits_min, keys.bits_max = bits_max, keys.window = 3;
+    keys.outlier_ratio = 0.05, keys.codec = qaq::codec_kind::uniform_zero_point;
+    qaq::quantizer_config values = keys;
+    values.role = qaq::cache_role::value;
+    values.bits = qaq::bits_kind::value_attention;
+    values.target_error = 0.02;
+    qaq::quantized_kv_cache<qaq::dynamic_quantizer, qaq::dynamic_quantizer> dynamic(
+        shape, qaq::dynamic_quantizer(keys), qaq::dynamic_quantizer(values));
+    qaq_cache compiled(shape, make_keys(), make_values());
+    std::mt19937 rng_a(21), rng_b(21);
+    for (int step = 0; step < 30; ++step) {
+        // decode_step takes the compiled type; replay the same random stream by hand for the dynamic one.
+        decode_step(compiled, rng_a);
+        for (std::int64_t l = 0; l < shape.layers; ++l) {
+            auto k = random_vector(rng_b, shape.kv_heads * shape.head_dim);
+            auto v = random_vector(rng_b, shape.kv_heads * shape.head_dim);
+            auto q = random_vector(rng_b, shape.query_heads * shape.head_dim, 2.0f);
+            dynamic.append(l, k.data(), k.size(), v.data(), v.size());
+            std::vector<float> out(q.size()), p(static_cast<std::size_t>(shape.query_heads * dynamic.tokens(l)));
+            dynamic.attend(l, q.data(), q.size(), out.data(), out.size(), p.data(), p.size());
+            dynamic.observe(l, p.data(), p.size());
+        }
+        dynamic.rebalance();
+    }
+    for (std::int64_t l = 0; l < shape.layers; ++l)
+        for (auto role : {qaq::cache_role::key, qaq::cache_role::value}) {
+            CHECK(dynamic.widths(l, role) == compiled.widths(l, role));
+            std::vector<float> a(static_cast<std::size_t>(shape.kv_heads * 30 * shape.head_dim)), b(a.size());
+            dynamic.dequantize(l, role, a.data(), a.size());
+            compiled.dequantize(l, role, b.data(), b.size());
+            CHECK(a == b);
+        }
+    CHECK(dynamic.bytes().quantized().used() == compiled.bytes().quantized().used());
+}
+
+TEST_CASE("a disabled config stores an FP16 cache", "[kv_cache][dynamic]") {
+    const qaq::kv_cache_shape shape{1, 1, 1, 8, 4};
+    qaq::quantizer_config off;
+    off.enabled = false;
+    qaq::quantized_kv_cache<qaq::dynamic_quantizer, qaq::dynamic_quantizer> cache(shape, qaq::dynamic_quantizer(off),
+                                                                                  qaq::dynamic_quantizer(off));
+    const std::vector<float> k = {0.1f, -2.5f, 3.3333f, 1e-3f, 7.0f, 8.0f, -9.0f, 0.0f};
+    cache.append(0, k.data(), 8, k.data(), 8);
+    std::vector<float> out(8);
+    cache.dequantize(0, qaq::cache_role::key, out.data(), 8);
+    for (int i = 0; i < 8; ++i) CHECK(out[i] == qaq::round_to(qaq::storage_precision::fp16, k[i]));
+    CHECK(cache.widths(0, qaq::cache_role::value) == std::vector<int>{16});
+    const auto bytes = cache.bytes().quantized();
+    CHECK(bytes.codes == 2 * 8 * 2);  // keys and values: 8 values x 2 bytes each
+    CHECK(bytes.parameters == 0);
+    CHECK(cache.accounting(qaq::cache_role::key).average_bits == 16.0);
+    std::vector<float> huge = k;
+    huge[0] = 1e6f;
+    qaq::quantized_kv_cache<qaq::dynamic_quantizer, qaq::dynamic_quantizer> other(shape, qaq::dynamic_quantizer(off),
+                                                                                  qaq::dynamic_quantizer(off));
+    CHECK_THROWS_WITH(other.append(0, huge.data(), 8, k.data(), 8), Catch::Contains("do not fit an FP16 cache"));
+}
