@@ -98,8 +98,9 @@ template <int Bits>
 inline void unpack_block8(const std::uint8_t* in, std::uint32_t* codes) noexcept {
     constexpr std::uint64_t mask = (std::uint64_t{1} << Bits) - 1u;
     if constexpr (Bits <= 8) {
+        // Assembled in a register: a partial memcpy into a stack word stalls store forwarding.
         std::uint64_t word = 0;
-        std::memcpy(&word, in, Bits);
+        for (int b = 0; b < Bits; ++b) word |= static_cast<std::uint64_t>(in[b]) << (8 * b);
         for (int k = 0; k < 8; ++k) codes[k] = static_cast<std::uint32_t>((word >> (k * Bits)) & mask);
     } else {
         std::uint8_t buffer[24] = {};

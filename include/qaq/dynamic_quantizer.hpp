@@ -63,6 +63,12 @@ public:
                 std::uint32_t* scratch, float* out) const {
         impl_->decode(codes, n, width, params, scratch, out);
     }
+    bool affine(const codec_parameters& params, int width, affine_code& out) const noexcept {
+        return impl_->affine(params, width, out);
+    }
+    float decode_element(const std::uint8_t* codes, std::int64_t i, int width, const codec_parameters& params) const {
+        return impl_->decode_element(codes, i, width, params);
+    }
     void store_parameters(const codec_parameters& params, std::uint8_t* out) const {
         impl_->store_parameters(params, out);
     }
@@ -95,6 +101,8 @@ private:
                                         std::uint32_t*, std::uint8_t*) const = 0;
         virtual void decode(const std::uint8_t*, std::int64_t, int, const codec_parameters&, std::uint32_t*,
                             float*) const = 0;
+        virtual bool affine(const codec_parameters&, int, affine_code&) const noexcept = 0;
+        virtual float decode_element(const std::uint8_t*, std::int64_t, int, const codec_parameters&) const = 0;
         virtual void store_parameters(const codec_parameters&, std::uint8_t*) const = 0;
         virtual codec_parameters load_parameters(const std::uint8_t*, int) const = 0;
         virtual void check_outlier_value(float) const = 0;
@@ -132,6 +140,12 @@ private:
         void decode(const std::uint8_t* c, std::int64_t n, int w, const codec_parameters& p, std::uint32_t* scratch,
                     float* out) const override {
             q.decode(c, n, w, p, scratch, out);
+        }
+        bool affine(const codec_parameters& p, int w, affine_code& out) const noexcept override {
+            return q.affine(p, w, out);
+        }
+        float decode_element(const std::uint8_t* c, std::int64_t i, int w, const codec_parameters& p) const override {
+            return q.decode_element(c, i, w, p);
         }
         void store_parameters(const codec_parameters& p, std::uint8_t* out) const override {
             q.store_parameters(p, out);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "qaq/attention_window.hpp"
+#include "qaq/backend/cpu/code_kernels.hpp"
 #include "qaq/cache/group_stream.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
@@ -145,37 +146,17 @@ public:
                   output_count, " output values; expected query_heads x head_dim = ", Hq * D);
         QAQ_CHECK(probability_count == Hq * T, "attend got room for ", probability_count,
                   " probabilities; expected query_heads x tokens = ", Hq * T);
-        using vector_map = Eigen::Map<Eigen::VectorXf>;
-        using const_vector_map = Eigen::Map<const Eigen::VectorXf>;
         const std::int64_t per_kv = Hq / shape_.kv_heads;
         const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-        std::vector<float> row(static_cast<std::size_t>(D));
-        std::vector<std::uint32_t> scratch(static_cast<std::size_t>(D));
         for (std::int64_t h = 0; h < shape_.kv_heads; ++h) {
             const std::int64_t first_query = h * per_kv;
-            // Scores q . k_t over the packed keys.
-            {
-                const cache::group_stream& stream = keys_.stream(shape_, layer, h);
-                token_reader<KeyQuantizer> reader(keys_, stream, row.data(), scratch.data());
-                for (std::int64_t t = 0; t < T; ++t) {
-                    reader.read_token(t);
-                    const const_vector_map k(row.data(), D);
-                    for (std::int64_t j = 0; j < per_kv; ++j)
-                        probabilities[(first_query + j) * T + t] =
-                            const_vector_map(queries + (first_query + j) * D, D).dot(k) * scale;
-                }
+            float* scores = probabilities + first_query * T;
+            attend_scores(keys_, keys_.stream(shape_, layer, h), queries + first_query * D, per_kv, T, scores);
+            for (std::int64_t j = 0; j < per_kv; ++j) {
+                Eigen::Map<Eigen::ArrayXf>(scores + j * T, T) *= scale;
+                softmax(scores + j * T, T);
             }
-            for (std::int64_t j = 0; j < per_kv; ++j) softmax(probabilities + (first_query + j) * T, T);
-            // Output sum_t p_t v_t over the packed values.
-            for (std::int64_t j = 0; j < per_kv; ++j) vector_map(output + (first_query + j) * D, D).setZero();
-            const cache::group_stream& stream = values_.stream(shape_, layer, h);
-            token_reader<ValueQuantizer> reader(values_, stream, row.data(), scratch.data());
-            for (std::int64_t t = 0; t < T; ++t) {
-                reader.read_token(t);
-                const const_vector_map v(row.data(), D);
-                for (std::int64_t j = 0; j < per_kv; ++j)
-                    vector_map(output + (first_query + j) * D, D) += probabilities[(first_query + j) * T + t] * v;
-            }
+            attend_values(values_, values_.stream(shape_, layer, h), scores, per_kv, T, output + first_query * D);
         }
     }
 
@@ -485,6 +466,143 @@ private:
             }
         }
     };
+
+    // Per-call scratch for attend, reused across calls on one thread (no allocation on the hot path
+    // once sizes have been seen).
+    struct attend_scratch {
+        std::vector<float> plane_queries;  // [plane width slot][query][head_dim]
+        std::vector<float> query_sums;     // [query][group in head]
+        std::vector<float> plane_accumulators;
+        std::vector<float> plain_accumulator;  // [query][head_dim]
+        std::vector<float> offsets;            // [query][group in head]
+        std::vector<float> row, plane_row;
+        std::vector<std::uint32_t> codes;
+    };
+    static attend_scratch& scratch_space() {
+        thread_local attend_scratch s;
+        return s;
+    }
+
+    // scores[j][t] = q_j . k_t (unscaled) over the packed keys of one (layer, KV head).
+    template <class Store>
+    void attend_scores(const Store& store, const cache::group_stream& stream, const float* queries,
+                       std::int64_t query_count, std::int64_t T, float* scores) const {
+        namespace k = backend::kernels;
+        const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
+        attend_scratch& w = scratch_space();
+        w.plane_queries.resize(static_cast<std::size_t>(4 * query_count * D));
+        w.query_sums.resize(static_cast<std::size_t>(query_count * S));
+        w.row.resize(static_cast<std::size_t>(n));
+        w.codes.resize(static_cast<std::size_t>(n));
+        for (int slot = 0; slot < 4; ++slot)
+            if (k::has_plane_kernel(k::plane_widths[slot], n))
+                for (std::int64_t j = 0; j < query_count; ++j)
+                    for (std::int64_t g = 0; g < S; ++g)
+                        k::to_plane_order(queries + j * D + g * n, n, k::plane_widths[slot],
+                                          &w.plane_queries[static_cast<std::size_t>((slot * query_count + j) * D + g * n)]);
+        for (std::int64_t j = 0; j < query_count; ++j)
+            for (std::int64_t g = 0; g < S; ++g)
+                w.query_sums[static_cast<std::size_t>(j * S + g)] =
+                    Eigen::Map<const Eigen::ArrayXf>(queries + j * D + g * n, n).sum();
+        std::fill(scores, scores + query_count * T, 0.0f);
+        std::int64_t cursor = 0;
+        for (std::int64_t t = 0; t < T; ++t)
+            for (std::int64_t g = 0; g < S; ++g) {
+                const std::int64_t group = t * S + g;
+                const int width = stream.width(group);
+                const codec_parameters params = store.quantizer.load_parameters(stream.parameters(group), width);
+                const std::uint8_t* codes = stream.codes(store.pools, group);
+                affine_code a;
+                const bool plane = store.quantizer.affine(params, width, a) && k::has_plane_kernel(width, n);
+                if (plane) {
+                    const int slot = k::plane_slot(width);
+                    const float offset = a.centre - a.bias * a.scale;
+                    for (std::int64_t j = 0; j < query_count; ++j) {
+                        float dot = 0.0f;
+                        k::dot_codes(width, codes, &w.plane_queries[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n, dot);
+                        scores[j * T + t] += a.scale * dot + offset * w.query_sums[static_cast<std::size_t>(j * S + g)];
+                    }
+                } else {
+                    store.quantizer.decode(codes, n, width, params, w.codes.data(), w.row.data());
+                    const Eigen::Map<const Eigen::VectorXf> row(w.row.data(), n);
+                    for (std::int64_t j = 0; j < query_count; ++j)
+                        scores[j * T + t] += Eigen::Map<const Eigen::VectorXf>(queries + j * D + g * n, n).dot(row);
+                }
+                // Exact outliers: replace what the codes reconstruct at their positions.
+                const std::int64_t outliers = stream.outlier_count(group);
+                for (std::int64_t o = 0; o < outliers; ++o, ++cursor) {
+                    const std::uint32_t pos = stream.outlier_position(cursor);
+                    const float decoded = plane ? store.quantizer.decode_element(codes, pos, width, params) : w.row[pos];
+                    const float delta = stream.outlier_value(cursor) - decoded;
+                    for (std::int64_t j = 0; j < query_count; ++j) scores[j * T + t] += queries[j * D + g * n + pos] * delta;
+                }
+            }
+    }
+
+    // out[j] = sum_t p[j][t] v_t over the packed values of one (layer, KV head).
+    template <class Store>
+    void attend_values(const Store& store, const cache::group_stream& stream, const float* probabilities,
+                       std::int64_t query_count, std::int64_t T, float* output) const {
+        namespace k = backend::kernels;
+        const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
+        attend_scratch& w = scratch_space();
+        w.plane_accumulators.assign(static_cast<std::size_t>(4 * query_count * D), 0.0f);
+        w.plain_accumulator.assign(static_cast<std::size_t>(query_count * D), 0.0f);
+        w.offsets.assign(static_cast<std::size_t>(query_count * S), 0.0f);
+        w.row.resize(static_cast<std::size_t>(n));
+        w.plane_row.resize(static_cast<std::size_t>(n));
+        w.codes.resize(static_cast<std::size_t>(n));
+        bool slot_used[4] = {false, false, false, false};
+        std::int64_t cursor = 0;
+        for (std::int64_t t = 0; t < T; ++t)
+            for (std::int64_t g = 0; g < S; ++g) {
+                const std::int64_t group = t * S + g;
+                const int width = stream.width(group);
+                const codec_parameters params = store.quantizer.load_parameters(stream.parameters(group), width);
+                const std::uint8_t* codes = stream.codes(store.pools, group);
+                affine_code a;
+                const bool plane = store.quantizer.affine(params, width, a) && k::has_plane_kernel(width, n);
+                if (plane) {
+                    const int slot = k::plane_slot(width);
+                    slot_used[slot] = true;
+                    const float offset = a.centre - a.bias * a.scale;
+                    for (std::int64_t j = 0; j < query_count; ++j) {
+                        const float p = probabilities[j * T + t];
+                        k::axpy_codes(width, codes, p * a.scale,
+                                      &w.plane_accumulators[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n);
+                        w.offsets[static_cast<std::size_t>(j * S + g)] += p * offset;
+                    }
+                } else {
+                    store.quantizer.decode(codes, n, width, params, w.codes.data(), w.row.data());
+                    const Eigen::Map<const Eigen::VectorXf> row(w.row.data(), n);
+                    for (std::int64_t j = 0; j < query_count; ++j)
+                        Eigen::Map<Eigen::VectorXf>(&w.plain_accumulator[static_cast<std::size_t>(j * D + g * n)], n) +=
+                            probabilities[j * T + t] * row;
+                }
+                const std::int64_t outliers = stream.outlier_count(group);
+                for (std::int64_t o = 0; o < outliers; ++o, ++cursor) {
+                    const std::uint32_t pos = stream.outlier_position(cursor);
+                    const float decoded = plane ? store.quantizer.decode_element(codes, pos, width, params) : w.row[pos];
+                    const float delta = stream.outlier_value(cursor) - decoded;
+                    for (std::int64_t j = 0; j < query_count; ++j)
+                        w.plain_accumulator[static_cast<std::size_t>(j * D + g * n + pos)] += probabilities[j * T + t] * delta;
+                }
+            }
+        for (std::int64_t j = 0; j < query_count; ++j) {
+            float* out = output + j * D;
+            std::copy(&w.plain_accumulator[static_cast<std::size_t>(j * D)],
+                      &w.plain_accumulator[static_cast<std::size_t>(j * D)] + D, out);
+            for (std::int64_t g = 0; g < S; ++g) {
+                Eigen::Map<Eigen::ArrayXf>(out + g * n, n) += w.offsets[static_cast<std::size_t>(j * S + g)];
+                for (int slot = 0; slot < 4; ++slot) {
+                    if (!slot_used[slot]) continue;
+                    k::from_plane_order(&w.plane_accumulators[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n,
+                                        k::plane_widths[slot], w.plane_row.data());
+                    Eigen::Map<Eigen::ArrayXf>(out + g * n, n) += Eigen::Map<const Eigen::ArrayXf>(w.plane_row.data(), n);
+                }
+            }
+        }
+    }
 
     static void softmax(float* x, std::int64_t n) noexcept {
         Eigen::Map<Eigen::ArrayXf> a(x, n);

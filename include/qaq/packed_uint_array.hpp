@@ -32,9 +32,15 @@ public:
         std::memcpy(&bytes_[at], &v, static_cast<std::size_t>(width_));  // little-endian hosts
     }
     std::uint32_t operator[](std::int64_t i) const noexcept {
-        std::uint32_t v = 0;
-        std::memcpy(&v, &bytes_[static_cast<std::size_t>(i * width_)], static_cast<std::size_t>(width_));
-        return v;
+        // Assembled in registers: a variable-length memcpy here costs a call and a store-forwarding stall.
+        const std::uint8_t* p = &bytes_[static_cast<std::size_t>(i * width_)];
+        switch (width_) {
+            case 1: return p[0];
+            case 2: return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8);
+            default:
+                return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
+                       (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
+        }
     }
     /// Bytes allocated beyond byte_size().
     std::int64_t slack_bytes() const noexcept { return static_cast<std::int64_t>(bytes_.capacity() - bytes_.size()); }

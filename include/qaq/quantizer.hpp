@@ -159,6 +159,24 @@ public:
         Backend::decode(storage_, params, width, codes, n, scratch, out);
     }
 
+    /// The codec's affine form at `width` (x' = (code - bias) * scale + centre), when
+    /// it has one; attention kernels then work on raw codes (docs/kv-cache.md).
+    bool affine(const codec_parameters& params, int width, affine_code& out) const noexcept {
+        if constexpr (backend::detail::has_affine_form<Storage>::value) {
+            if (width == 0) return false;
+            out = storage_.affine(params, width);
+            return true;
+        } else {
+            (void)params, (void)width, (void)out;
+            return false;
+        }
+    }
+
+    /// Reconstruction of element i of a packed group (outliers not restored).
+    float decode_element(const std::uint8_t* codes, std::int64_t i, int width, const codec_parameters& params) const {
+        return storage_.decode(width > 0 ? read_code(codes, i, width) : 0u, params, width);
+    }
+
     /// Writes the stored form of `params` (stored_parameter_count values in `precision`).
     void store_parameters(const codec_parameters& params, std::uint8_t* out) const noexcept {
         float stored[2] = {0.0f, 0.0f};
