@@ -48,6 +48,19 @@ struct cpu {
         return Eigen::Map<const array_u8>(is_outlier, n).cast<std::int64_t>().sum();
     }
 
+    /// Sum of n floats in double precision. Eight independent accumulators let the
+    /// compiler vectorize (a single chain of dependent double adds is latency bound);
+    /// every float is exact in double, so only the final roundings differ from a
+    /// sequential sum, far below float precision.
+    static double double_sum(const float* x, std::int64_t n) noexcept {
+        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        std::int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; ++k) acc[k] += static_cast<double>(x[i + k]);
+        for (; i < n; ++i) acc[0] += static_cast<double>(x[i]);
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    }
+
     /// Statistics of the values whose `is_outlier` byte is 0.
     static group_statistics statistics(const float* x, const std::uint8_t* is_outlier, std::int64_t n,
                                        std::int64_t outliers, bool need_std) {
@@ -60,7 +73,7 @@ struct cpu {
         if (outliers == 0) {
             s.min = v.minCoeff();
             s.max = v.maxCoeff();
-            sum = v.cast<double>().sum();
+            sum = double_sum(x, n);
         } else {
             const Eigen::Map<const array_u8> mask(is_outlier, n);
             const auto keep = mask == std::uint8_t{0};
@@ -119,13 +132,32 @@ struct cpu {
             values.setConstant(codec.decode(0u, p, 0));  // one value for the whole group
             return;
         }
-        unpack_codes(in, n, bits, scratch);
         if constexpr (detail::has_affine_form<Codec>::value) {
             const affine_code a = codec.affine(p, bits);
+            if (bits <= 8 && n % 8 == 0) {
+                // Unpack and decode in one pass, eight codes per word.
+                dispatch_width(bits, [&](auto w) { decode_affine<decltype(w)::value>(in, n, a, out); });
+                return;
+            }
+            unpack_codes(in, n, bits, scratch);
             const Eigen::Map<const array_i> codes(reinterpret_cast<const std::int32_t*>(scratch), n);
             values = (codes.cast<float>() - a.bias) * a.scale + a.centre;
         } else {
+            unpack_codes(in, n, bits, scratch);
             for (std::int64_t i = 0; i < n; ++i) out[i] = codec.decode(scratch[i], p, bits);
+        }
+    }
+
+    /// x = (code - bias) * scale + centre for n codes of width W <= 8, n a multiple of 8.
+    template <int W>
+    static void decode_affine(const std::uint8_t* in, std::int64_t n, const affine_code& a, float* out) noexcept {
+        constexpr std::uint64_t mask = (std::uint64_t{1} << W) - 1u;
+        for (std::int64_t b = 0; b < n / 8; ++b) {
+            std::uint64_t word = 0;
+            for (int k = 0; k < W; ++k) word |= static_cast<std::uint64_t>(in[b * W + k]) << (8 * k);
+            for (int k = 0; k < 8; ++k)
+                out[8 * b + k] = (static_cast<float>(static_cast<std::int32_t>((word >> (k * W)) & mask)) - a.bias) *
+                                     a.scale + a.centre;
         }
     }
 };
