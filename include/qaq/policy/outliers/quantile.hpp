@@ -38,13 +38,19 @@ struct quantile {
             const auto k_lo = static_cast<std::int64_t>(std::ceil(outlier_ratio / 2.0 * static_cast<double>(finite)));
             const auto k_hi =
                 static_cast<std::int64_t>(std::floor((1.0 - outlier_ratio / 2.0) * static_cast<double>(finite)));
-            std::nth_element(scratch, scratch + (k_lo - 1), scratch + finite);
-            lo = scratch[k_lo - 1];
-            if (k_hi >= 1) {
-                std::nth_element(scratch, scratch + (k_hi - 1), scratch + finite);
-                hi = scratch[k_hi - 1];
+            const std::int64_t k_large = finite - k_hi + 1;  // hi is the k_large-th largest
+            if (k_hi >= 1 && k_lo <= small_k && k_large <= small_k) {
+                // Small tails (the usual 1%): one pass keeping the k smallest and k largest.
+                lo = kth_smallest_and_largest(scratch, finite, k_lo, k_large, hi);
             } else {
-                hi = -std::numeric_limits<float>::infinity();
+                std::nth_element(scratch, scratch + (k_lo - 1), scratch + finite);
+                lo = scratch[k_lo - 1];
+                if (k_hi >= 1) {
+                    std::nth_element(scratch, scratch + (k_hi - 1), scratch + finite);
+                    hi = scratch[k_hi - 1];
+                } else {
+                    hi = -std::numeric_limits<float>::infinity();
+                }
             }
         }
         std::int64_t count = 0;
@@ -55,6 +61,32 @@ struct quantile {
             count += out;
         }
         return count;
+    }
+
+private:
+    static constexpr std::int64_t small_k = 16;
+
+    // Returns the k_small-th smallest of x[0..n) and sets `largest` to the
+    // k_large-th largest, both counted with multiplicity (as nth_element would).
+    static float kth_smallest_and_largest(const float* x, std::int64_t n, std::int64_t k_small, std::int64_t k_large,
+                                          float& largest) noexcept {
+        float low[small_k], high[small_k];  // low ascending, high descending
+        std::int64_t nl = 0, nh = 0;
+        for (std::int64_t i = 0; i < n; ++i) {
+            const float v = x[i];
+            if (nl < k_small || v < low[nl - 1]) {
+                std::int64_t j = nl < k_small ? nl++ : nl - 1;
+                while (j > 0 && low[j - 1] > v) low[j] = low[j - 1], --j;
+                low[j] = v;
+            }
+            if (nh < k_large || v > high[nh - 1]) {
+                std::int64_t j = nh < k_large ? nh++ : nh - 1;
+                while (j > 0 && high[j - 1] < v) high[j] = high[j - 1], --j;
+                high[j] = v;
+            }
+        }
+        largest = high[k_large - 1];
+        return low[k_small - 1];
     }
 };
 
