@@ -9,9 +9,10 @@
 //
 // Split-K ("flash decoding"): block (split, h) owns a range of tokens of KV
 // head h and all Hq / H query heads reading it, so every key and value is
-// decoded once per step. Inside a block, warps take tokens round-robin; a lane
-// owns `Elems` consecutive dims of a token (one group read when the group size
-// is a multiple of Elems). Tokens are processed in chunks of 128: scores go to
+// decoded once per step. Inside a block, warps take tokens round-robin, four
+// at a time so that their loads overlap; a lane owns `Elems` consecutive dims
+// of a token (one group read when the group size is a multiple of Elems).
+// Tokens are processed in chunks of 128: scores go to
 // shared memory, then a running (max, sum) rescale per query head, then the
 // value pass. A second kernel merges the splits' (max, sum, partial output)
 // and, when asked, turns the raw scores it was given into probabilities.
@@ -46,6 +47,8 @@ inline constexpr int attend_threads = attend_warps * 32;
 inline constexpr int attend_chunk = 128;
 /// Query heads per KV head a block serves (grouped-query attention).
 inline constexpr int attend_max_queries_per_kv = 8;
+/// Tokens a warp reads before it reduces any (memory-level parallelism).
+inline constexpr int attend_tokens_in_flight = 4;
 /// The largest head_dim (32 lanes x 8 dims).
 inline constexpr std::int64_t attend_max_head_dim = 256;
 
@@ -151,12 +154,13 @@ inline attend_plan plan_attend(const attend_shape& shape, int sm_count) {
     return plan;
 }
 
-template <int Elems, class KeyReader, class ValueReader>
+template <int Elems, int MaxQueries, class KeyReader, class ValueReader>
 __global__ void __launch_bounds__(attend_threads)
     attend_split_kernel(KeyReader keys, ValueReader values, attend_shape shape, std::int64_t tokens_per_split,
                         float scale, const float* queries, float* raw_scores, float* partial_output,
                         float* partial_max_sum) {
-    constexpr int max_q = attend_max_queries_per_kv;
+    constexpr int max_q = MaxQueries;
+    constexpr int in_flight = attend_tokens_in_flight;
     extern __shared__ float shared[];
     __shared__ float running_max[max_q], running_sum[max_q], rescale[max_q];
 
@@ -166,8 +170,8 @@ __global__ void __launch_bounds__(attend_threads)
     const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
     const std::int64_t T = shape.tokens, D = shape.head_dim;
     const int per_kv = static_cast<int>(shape.query_heads / shape.kv_heads);
-    float* scores = shared;                                    // [per_kv][attend_chunk]
-    float* warp_output = shared + per_kv * attend_chunk;       // [warps][per_kv][32 * Elems]
+    float* scores = shared;                               // [per_kv][attend_chunk]
+    float* warp_output = shared + per_kv * attend_chunk;  // [warps][per_kv][32 * Elems]
 
     float q[max_q][Elems], o[max_q][Elems];
 #pragma unroll
@@ -188,21 +192,28 @@ __global__ void __launch_bounds__(attend_threads)
     const std::int64_t end = begin + tokens_per_split < T ? begin + tokens_per_split : T;
     for (std::int64_t chunk = begin; chunk < end; chunk += attend_chunk) {
         const int length = static_cast<int>(end - chunk < attend_chunk ? end - chunk : attend_chunk);
-        // Scores of this chunk.
-        for (int i = warp; i < length; i += attend_warps) {
-            const std::int64_t t = chunk + i;
-            float k[Elems];
-            keys.read(h, t, lane, k);
+        // Scores of this chunk; a warp reads `in_flight` tokens before it reduces any,
+        // so their (dependent) metadata and code loads overlap.
+        for (int first = warp * in_flight; first < length; first += attend_warps * in_flight) {
+            float k[in_flight][Elems];
 #pragma unroll
-            for (int j = 0; j < max_q; ++j) {
-                if (j >= per_kv) break;
-                float partial = 0.0f;
+            for (int u = 0; u < in_flight; ++u)
+                if (first + u < length) keys.read(h, chunk + first + u, lane, k[u]);
 #pragma unroll
-                for (int e = 0; e < Elems; ++e) partial += q[j][e] * k[e];
-                const float s = warp_sum(partial) * scale;
-                if (lane == 0) {
-                    scores[j * attend_chunk + i] = s;
-                    if (raw_scores != nullptr) raw_scores[(h * per_kv + j) * T + t] = s;
+            for (int u = 0; u < in_flight; ++u) {
+                const int i = first + u;
+                if (i >= length) break;  // uniform across the warp
+#pragma unroll
+                for (int j = 0; j < max_q; ++j) {
+                    if (j >= per_kv) break;
+                    float partial = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < Elems; ++e) partial += q[j][e] * k[u][e];
+                    const float s = warp_sum(partial) * scale;
+                    if (lane == 0) {
+                        scores[j * attend_chunk + i] = s;
+                        if (raw_scores != nullptr) raw_scores[(h * per_kv + j) * T + chunk + i] = s;
+                    }
                 }
             }
         }
@@ -237,16 +248,22 @@ __global__ void __launch_bounds__(attend_threads)
 #pragma unroll
             for (int e = 0; e < Elems; ++e) o[j][e] *= factor;
         }
-        for (int i = warp; i < length; i += attend_warps) {
-            const std::int64_t t = chunk + i;
-            float v[Elems];
-            values.read(h, t, lane, v);
+        for (int first = warp * in_flight; first < length; first += attend_warps * in_flight) {
+            float v[in_flight][Elems];
 #pragma unroll
-            for (int j = 0; j < max_q; ++j) {
-                if (j >= per_kv) break;
-                const float p = scores[j * attend_chunk + i];
+            for (int u = 0; u < in_flight; ++u)
+                if (first + u < length) values.read(h, chunk + first + u, lane, v[u]);
 #pragma unroll
-                for (int e = 0; e < Elems; ++e) o[j][e] += p * v[e];
+            for (int u = 0; u < in_flight; ++u) {
+                const int i = first + u;
+                if (i >= length) break;
+#pragma unroll
+                for (int j = 0; j < max_q; ++j) {
+                    if (j >= per_kv) break;
+                    const float p = scores[j * attend_chunk + i];
+#pragma unroll
+                    for (int e = 0; e < Elems; ++e) o[j][e] += p * v[u][e];
+                }
             }
         }
         __syncthreads();  // the next chunk overwrites the scores
@@ -330,8 +347,13 @@ status launch_attend(const attend_plan& plan, const KeyReader& keys, const Value
         partial_output + static_cast<std::size_t>(shape.kv_heads) * plan.splits * per_kv * shape.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(shape.head_dim));
     const dim3 grid(static_cast<unsigned>(plan.splits), static_cast<unsigned>(shape.kv_heads));
-    attend_split_kernel<Elems><<<grid, attend_threads, plan.shared_bytes, stream>>>(
-        keys, values, shape, plan.tokens_per_split, scale, queries, probabilities, partial_output, partial_max_sum);
+    // Registers hold the queries and outputs of up to 4 or 8 query heads.
+    if (per_kv <= 4)
+        attend_split_kernel<Elems, 4><<<grid, attend_threads, plan.shared_bytes, stream>>>(
+            keys, values, shape, plan.tokens_per_split, scale, queries, probabilities, partial_output, partial_max_sum);
+    else
+        attend_split_kernel<Elems, attend_max_queries_per_kv><<<grid, attend_threads, plan.shared_bytes, stream>>>(
+            keys, values, shape, plan.tokens_per_split, scale, queries, probabilities, partial_output, partial_max_sum);
     QAQ_CUDA_TRY(cudaGetLastError());
     attend_combine_kernel<attend_combine_threads><<<static_cast<unsigned>(shape.query_heads), attend_combine_threads, 0,
                                                     stream>>>(shape, plan.splits, partial_output, partial_max_sum,

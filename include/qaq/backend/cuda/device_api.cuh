@@ -308,8 +308,7 @@ inline bool valid_layer(const packed_layer_view& layer, std::int64_t head_dim) n
 /// Size query, checks and the per-head_dim dispatch shared by attend and attend_dense.
 template <class MakeReaders>
 status run_attend(void* workspace, std::size_t& workspace_bytes, const attend_shape& shape, const float* queries,
-                  float* output, float* probabilities, cudaStream_t stream, bool inputs_valid,
-                  MakeReaders&& make_readers) {
+                  float* output, bool inputs_valid, MakeReaders&& make_readers) {
     const status shape_status = check_attend_shape(shape);
     if (shape_status != status::success) return shape_status;
     int sm_count = 0;
@@ -322,7 +321,6 @@ status run_attend(void* workspace, std::size_t& workspace_bytes, const attend_sh
     }
     if (workspace_bytes < plan.workspace_bytes) return status::invalid_argument;
     if (!inputs_valid || queries == nullptr || output == nullptr) return status::invalid_argument;
-    (void)probabilities;  // may be null: no probabilities wanted
     switch (plan.elems) {
         case 2: return make_readers(std::integral_constant<int, 2>{}, plan, workspace);
         case 4: return make_readers(std::integral_constant<int, 4>{}, plan, workspace);
@@ -342,7 +340,7 @@ inline status attend(void* workspace, std::size_t& workspace_bytes, const device
                      cudaStream_t stream = nullptr) {
     const bool valid = detail::valid_layer(keys, shape.head_dim) && detail::valid_layer(values, shape.head_dim);
     return detail::run_attend(
-        workspace, workspace_bytes, shape, queries, output, probabilities, stream, valid,
+        workspace, workspace_bytes, shape, queries, output, valid,
         [&](auto elems, const detail::attend_plan& plan, void* scratch) {
             constexpr int E = decltype(elems)::value;
             const detail::packed_token_reader<E> key_reader{key_codec, keys, shape.head_dim};
@@ -369,7 +367,7 @@ status attend_dense(void* workspace, std::size_t& workspace_bytes, const T* keys
     static_assert(std::is_same<T, __half>::value || std::is_same<T, float>::value,
                   "qaq: attend_dense reads __half or float caches");
     return detail::run_attend(
-        workspace, workspace_bytes, shape, queries, output, probabilities, stream, keys != nullptr && values != nullptr,
+        workspace, workspace_bytes, shape, queries, output, keys != nullptr && values != nullptr,
         [&](auto elems, const detail::attend_plan& plan, void* scratch) {
             constexpr int E = decltype(elems)::value;
             const detail::dense_token_reader<T, E> key_reader{keys, shape.tokens, shape.head_dim};
