@@ -17,6 +17,7 @@ numpy_minimum="1.22"
 apt_packages=(
     build-essential cmake g++ catch2 libeigen3-dev nlohmann-json3-dev
     libcli11-dev libbenchmark-dev python3 python3-pip
+    zlib1g-dev libopenmpi-dev openmpi-bin
 )
 
 # Root runs commands directly; anyone else needs sudo.

@@ -247,7 +247,7 @@ public:
             out.codes.resize(at + static_cast<std::size_t>(packed_code_bytes(n, width)));
             const codec_parameters params =
                 encode(values.data(), is_outlier.data(), n, stats, width, codes.data(), out.codes.data() + at);
-            store_parameters(params, &out.parameters[static_cast<std::size_t>(g * parameter_bytes())]);
+            store_parameters(params, out.parameters.data() + g * parameter_bytes());
 
             const std::int64_t outlier_count = n - stats.count;
             out.outlier_counts.push_back(static_cast<std::uint32_t>(outlier_count));
@@ -288,7 +288,7 @@ public:
         for (std::int64_t g = 0; g < layout.group_count(); ++g) {
             const int width = packed.widths[g];
             const codec_parameters params =
-                load_parameters(&packed.parameters[static_cast<std::size_t>(g * parameter_bytes())], width);
+                load_parameters(packed.parameters.data() + g * parameter_bytes(), width);
             decode(packed.codes.data() + code_offset, n, width, params, codes.data(), values.data());
             code_offset += packed_code_bytes(n, width);
             if (has_outliers) {

@@ -91,8 +91,8 @@ public:
             slots_[static_cast<std::size_t>(g)] = width > 0 ? pools[width].allocate() : 0u;
             widths_[static_cast<std::size_t>(g)] = static_cast<std::uint8_t>(width);
         }
-        std::memcpy(&parameters_[static_cast<std::size_t>(g * parameter_bytes_)], parameters,
-                    static_cast<std::size_t>(parameter_bytes_));
+        if (parameter_bytes_ > 0)  // an FP16 pass-through stores none (and memcpy needs valid pointers)
+            std::memcpy(parameters_.data() + g * parameter_bytes_, parameters, static_cast<std::size_t>(parameter_bytes_));
         if (width > 0)
             std::memcpy(pools[width].data(slots_[static_cast<std::size_t>(g)]), codes,
                         static_cast<std::size_t>(code_bytes(width)));
@@ -101,7 +101,7 @@ public:
     int width(std::int64_t g) const noexcept { return widths_[static_cast<std::size_t>(g)]; }
     float range(std::int64_t g) const noexcept { return ranges_[static_cast<std::size_t>(g)]; }
     const std::uint8_t* parameters(std::int64_t g) const noexcept {
-        return &parameters_[static_cast<std::size_t>(g * parameter_bytes_)];
+        return parameters_.data() + g * parameter_bytes_;
     }
     const std::uint8_t* codes(const width_pools& pools, std::int64_t g) const noexcept {
         const int w = width(g);
