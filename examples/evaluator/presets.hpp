@@ -271,6 +271,34 @@ private:
     }
 };
 
+/// The main job (scripts/main.sh): QAQ against uniform, q4_0-style and
+/// KIVI-style (approximation) on the real model, small enough for a 2-core run.
+class main_experiment final : public preset_experiment {
+public:
+    explicit main_experiment(const preset_parameters& p = {})
+        : preset_experiment("main", "fp16, uniform 4 and 2 bits, q4_0-style, KIVI-style (approx.) 4 bits, QAQ",
+                            "compression_ratio", grid(p)) {}
+
+private:
+    static std::vector<grid_point> grid(const preset_parameters& p) {
+        using namespace configs;
+        const auto K = qaq::cache_role::key, V = qaq::cache_role::value;
+        std::vector<grid_point> g = {baseline_point(), make_point("uniform", uniform(K, 4), uniform(V, 4)),
+                                     make_point("uniform", uniform(K, 2), uniform(V, 2))};
+        grid_point q4 = make_point("q4_0-style", ggml_style(K, 4), ggml_style(V, 4));
+        q4.note = "blocks of 32 values, symmetric, fp16 scale (llama.cpp's rounding differs slightly)";
+        g.push_back(q4);
+        grid_point k = make_point("kivi", kivi_approx(K, 4), kivi_approx(V, 4));
+        k.approximation = true;
+        k.note = kivi_note();
+        g.push_back(k);
+        const auto errors = ablation_errors();
+        const auto middle = errors[errors.size() / 2];
+        g.push_back(make_point("qaq", adaptive(K, middle.first, p), adaptive(V, middle.second, p)));
+        return g;
+    }
+};
+
 struct preset_info {
     std::string name;
     std::string description;
@@ -279,6 +307,8 @@ struct preset_info {
 
 inline const std::vector<preset_info>& presets() {
     static const std::vector<preset_info> list = {
+        {"main", "fp16, uniform 4 and 2 bits, q4_0-style, KIVI-style (approx.) 4 bits, QAQ",
+         [](const preset_parameters& p) { return std::make_unique<main_experiment>(p); }},
         {"smoke", "fp16, uniform 4/4 and 2/2 bits, one QAQ point",
          [](const preset_parameters& p) { return std::make_unique<smoke_experiment>(p); }},
         {"key-vs-value", "uniform 1..8 bits on K only / V only, the other cache fp16 (insight 1)",
