@@ -17,7 +17,9 @@
 // Options (uniform and qaq):
 //   bits=B          uniform: the width of every group, 0..16 (also just "uniform:4")
 //   bits=MIN-MAX    qaq: the clamp of the bit formula, 0..16 (default 2-8)
-//   eps=E           qaq: target error of the bit formula (default 0.1)
+//   eps=E           qaq: target error of the bit formulas (default: keys 0.001,
+//                   values 0.1; the key bound grows with log(eps), so keys need
+//                   a much smaller eps: on SmolLM2 eps=0.1 leaves keys at 2 bits)
 //   window=N        qaq: attention window, last N rows (default 5)
 //   q_norm=Q|auto   qaq keys: squared query norm of the key formula; "auto"
 //                   (the default) asks the program to calibrate it (qaq-llama:
@@ -204,7 +206,7 @@ inline role_state initial_state(kind k, qaq::cache_role role) {
         c.bits_min = 2;
         c.bits_max = 8;
         c.window = 5;
-        c.target_error = 0.1;
+        c.target_error = role == qaq::cache_role::key ? 0.001 : 0.1;
         c.outlier_ratio = 0.01;
         s.q_norm_auto = role == qaq::cache_role::key;
     } else {

@@ -307,8 +307,6 @@ struct preset_info {
 
 inline const std::vector<preset_info>& presets() {
     static const std::vector<preset_info> list = {
-        {"main", "fp16, uniform 4 and 2 bits, q4_0-style, KIVI-style (approx.) 4 bits, QAQ",
-         [](const preset_parameters& p) { return std::make_unique<main_experiment>(p); }},
         {"smoke", "fp16, uniform 4/4 and 2/2 bits, one QAQ point",
          [](const preset_parameters& p) { return std::make_unique<smoke_experiment>(p); }},
         {"key-vs-value", "uniform 1..8 bits on K only / V only, the other cache fp16 (insight 1)",
@@ -321,6 +319,8 @@ inline const std::vector<preset_info>& presets() {
          [](const preset_parameters& p) { return std::make_unique<window_ablation_experiment>(p); }},
         {"baselines", "q8_0-style, q4_0-style, KIVI-style (approximation) and QAQ",
          [](const preset_parameters& p) { return std::make_unique<baselines_experiment>(p); }},
+        {"main", "fp16, uniform 4 and 2 bits, q4_0-style, KIVI-style (approx.) 4 bits, QAQ",
+         [](const preset_parameters& p) { return std::make_unique<main_experiment>(p); }},
     };
     return list;
 }

@@ -56,8 +56,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <memory>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -167,6 +169,11 @@ public:
         });
     }
 
+    /// Rows [first, last) of W x into y[first..last) on the calling thread.
+    void multiply_rows(const dot_operand& x, std::int64_t first, std::int64_t last, float* y) const {
+        dot_rows(type_, data_, row_bytes_, first, last - first, x, y + first);
+    }
+
     /// Y [rows x n] (column-major, leading dimension ldy) = W X, X [cols x n]
     /// column-major with leading dimension cols. `accumulate` adds to Y.
     void multiply(const float* X, std::int64_t n, float* Y, std::int64_t ldy, bool accumulate,
@@ -205,6 +212,28 @@ private:
     const std::uint8_t* data_ = nullptr;
     std::string name_;
 };
+
+/// y_i = W_i x for several matrices that read the same x (q, k and v; gate
+/// and up), as one parallel region over their concatenated rows: one thread
+/// synchronization instead of one per matrix.
+inline void multiply_all(std::initializer_list<std::pair<const weight_matrix*, float*>> products, const dot_operand& x) {
+    std::int64_t total = 0, work = 0;
+    for (const auto& p : products) {
+        QAQ_CHECK(x.n == p.first->cols(), "matrix '", p.first->name(), "' has ", p.first->cols(),
+                  " columns; the vector has ", x.n);
+        total += p.first->rows();
+        work += p.first->rows() * p.first->cols();
+    }
+    parallel_ranges(total, 16, work >= (1 << 16), [&](std::int64_t first, std::int64_t last) {
+        std::int64_t base = 0;
+        for (const auto& p : products) {
+            const std::int64_t rows = p.first->rows();
+            const std::int64_t a = std::max(first, base), b = std::min(last, base + rows);
+            if (a < b) p.first->multiply_rows(x, a - base, b - base, p.second);
+            base += rows;
+        }
+    });
+}
 
 /// A vector with its 32-element block sums, ready for weight_matrix::multiply.
 class prepared_vector {
@@ -670,9 +699,7 @@ public:
             const layer_weights& w = layers_[static_cast<std::size_t>(l)];
             rms_norm_vector(s.x.data(), w.attention_norm.data(), s.h.data(), E);
             s.input.prepare(s.h.data(), E);
-            w.q.multiply(s.input.operand(), s.q.data());
-            w.k.multiply(s.input.operand(), s.k.data());
-            w.v.multiply(s.input.operand(), s.v.data());
+            multiply_all({{&w.q, s.q.data()}, {&w.k, s.k.data()}, {&w.v, s.v.data()}}, s.input.operand());
             for (std::int64_t hh = 0; hh < H; ++hh) rotate(s.q.data() + hh * D, s.cos.data(), s.sin.data());
             for (std::int64_t hh = 0; hh < Hk; ++hh) rotate(s.k.data() + hh * D, s.cos.data(), s.sin.data());
             cache.append(l, s.k.data(), s.v.data());
@@ -692,8 +719,7 @@ public:
 
             rms_norm_vector(s.x.data(), w.ffn_norm.data(), s.h.data(), E);
             s.input.prepare(s.h.data(), E);
-            w.gate.multiply(s.input.operand(), s.gate.data());
-            w.up.multiply(s.input.operand(), s.up.data());
+            multiply_all({{&w.gate, s.gate.data()}, {&w.up, s.up.data()}}, s.input.operand());
             for (std::int64_t i = 0; i < F; ++i) {
                 const float g = s.gate[static_cast<std::size_t>(i)];
                 s.gate[static_cast<std::size_t>(i)] = g / (1.0f + std::exp(-g)) * s.up[static_cast<std::size_t>(i)];

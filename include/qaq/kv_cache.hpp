@@ -128,6 +128,9 @@ public:
         for (std::int64_t i = 0; i < expected; ++i)
             QAQ_CHECK(std::isfinite(keys[i]) && std::isfinite(values[i]), "non-finite key or value at index ", i,
                       " of layer ", layer, "; the cache accepts finite values only");
+        // Both roles are checked before either stores anything, so a refused token leaves no trace.
+        keys_.check_token(shape_, keys);
+        values_.check_token(shape_, values);
         keys_.append_token(shape_, layer, keys);
         values_.append_token(shape_, layer, values);
         ++tokens_[static_cast<std::size_t>(layer)];
@@ -344,6 +347,24 @@ private:
                 quantizer.encode(values, is_outlier.data(), group_size, stats, width, code_scratch.data(), codes.data());
             quantizer.store_parameters(params, parameters.data());
             stream.append(pools, values, range, width, parameters.data(), codes.data(), is_outlier.data());
+        }
+
+        // Throws what append_group would throw for this token, storing nothing.
+        void check_token(const kv_cache_shape& s, const float* data) const {
+            std::vector<float> scratch(static_cast<std::size_t>(group_size));
+            std::vector<std::uint8_t> is_outlier(static_cast<std::size_t>(group_size));
+            std::vector<std::uint32_t> code_scratch(static_cast<std::size_t>(group_size));
+            std::vector<std::uint8_t> codes(static_cast<std::size_t>(packed_code_bytes(group_size, max_bits)));
+            for (std::int64_t h = 0; h < s.kv_heads; ++h)
+                for (std::int64_t g = 0; g < groups_per_head; ++g) {
+                    const float* values = data + h * s.head_dim + g * group_size;
+                    const group_statistics stats = quantizer.analyze(values, group_size, is_outlier.data(), scratch.data());
+                    for (std::int64_t i = 0; i < group_size; ++i)
+                        if (is_outlier[static_cast<std::size_t>(i)]) quantizer.check_outlier_value(values[i]);
+                    (void)quantizer.range(stats);
+                    (void)quantizer.encode(values, is_outlier.data(), group_size, stats, quantizer.bits_max(),
+                                           code_scratch.data(), codes.data());  // fit refuses what storage cannot hold
+                }
         }
 
         void append_token(const kv_cache_shape& s, std::int64_t layer, const float* data) {

@@ -357,3 +357,19 @@ TEST_CASE("a disabled config stores an FP16 cache", "[kv_cache][dynamic]") {
                                                                                   qaq::dynamic_quantizer(off));
     CHECK_THROWS_WITH(other.append(0, huge.data(), 8, k.data(), 8), Catch::Contains("do not fit an FP16 cache"));
 }
+
+TEST_CASE("a refused token leaves no trace in either cache", "[kv_cache][bad_input]") {
+    // Values beyond an FP16 cache are refused after the keys were fine: nothing may be stored.
+    const qaq::kv_cache_shape shape{1, 1, 1, 2, 4};
+    qaq::quantizer_config off;
+    off.enabled = false;
+    qaq::quantized_kv_cache<qaq::dynamic_quantizer, qaq::dynamic_quantizer> cache(shape, qaq::dynamic_quantizer(off),
+                                                                                  qaq::dynamic_quantizer(off));
+    const std::vector<float> ones = {1, 1}, fives = {5, 5}, huge = {1e6f, 1e6f};
+    CHECK_THROWS_WITH(cache.append(0, ones.data(), 2, huge.data(), 2), Catch::Contains("do not fit an FP16 cache"));
+    CHECK(cache.tokens() == 0);
+    cache.append(0, fives.data(), 2, fives.data(), 2);
+    std::vector<float> keys(2);
+    cache.dequantize(0, qaq::cache_role::key, keys.data(), 2);
+    CHECK(keys == fives);
+}

@@ -56,6 +56,8 @@ TEST_CASE("kv spec: qaq", "[kv_spec]") {
     CHECK(q.keys.bits_max == 8);
     CHECK(q.values.window == 5);
     CHECK(q.values.outlier_ratio == 0.01);
+    CHECK(q.keys.target_error == 0.001);
+    CHECK(q.values.target_error == 0.1);
     CHECK(q.key_q_norm_auto);
 
     const kv_spec r = parse_kv_spec("qaq:key_eps=0.1,value_eps=0.05,bits=3-6,window=3,outliers=0.02,q_norm=40");

@@ -1,6 +1,6 @@
 // qaq-eval end to end (the binary): subcommands, reports, a run killed
 // mid-way that resumes and computes only what is missing, and the errors a
-// user meets (unknown dataset, CUDA device, real model not wired yet).
+// user meets (unknown dataset, CUDA device, a model file that is not there).
 
 #include <catch2/catch.hpp>
 
@@ -160,11 +160,11 @@ TEST_CASE("qaq-eval reports user errors clearly", "[eval][cli]") {
     r = qaq_eval(fixture_run(w, "smoke", "--devices cuda:0@40GiB"), w);
     CHECK(r.status == 2);
     CHECK_THAT(r.output, Contains("device cuda:0@40GiB: CUDA workers are not available in this build"));
-    r = qaq_eval("run --preset smoke --dataset piqa --model m.gguf", w);
+    r = qaq_eval("run --preset smoke --dataset " + quote("jsonl:" + data("questions.jsonl")) + " --model m.gguf --results " +
+                     quote((w / "m.jsonl").string()),
+                 w);
     CHECK(r.status == 2);
-    CHECK_THAT(r.output, Contains("the model scorer is not wired yet"));
-    r = qaq_eval("run --preset smoke", w);
-    CHECK(r.status == 2);
+    CHECK_THAT(r.output, Contains("cannot open m.gguf"));
     r = qaq_eval("run --scorer fake", w);
     CHECK(r.status == 2);
     CHECK_THAT(r.output, Contains("give --config FILE or --preset NAME"));
