@@ -338,7 +338,7 @@ inline const char* kv_spec_help() {
     return "KV cache: fp32 | fp16 | uniform:B[,opts] | qaq[:opts] | k:<cache>/v:<cache>.\n"
            "  qaq options: eps=E bits=MIN-MAX window=N q_norm=Q|auto outliers=A; all: codec=zero-point|mean-centred"
            "|normal group=G symmetric precision=fp16|fp32;\n"
-           "  key_/value_ prefixes set one role, e.g. qaq:key_eps=0.1,value_eps=0.2 or uniform:key_bits=8,value_bits=4";
+           "  key_/value_ prefixes set one role, e.g. qaq:key_eps=0.001,value_eps=0.1 or uniform:key_bits=8,value_bits=4";
 }
 
 }  // namespace qaq::examples

@@ -269,7 +269,9 @@ struct common_options {
 
 void add_common(CLI::App* app, common_options& o) {
     app->add_option("--model,-m", o.model, "GGUF model file (default: where scripts/fetch-model.sh puts SmolLM2-135M-Instruct)");
-    app->add_option("--threads,-t", o.threads, "threads (default: all hardware threads)")->check(CLI::Range(1, 1024));
+    app->add_option("--threads,-t", o.threads,
+                    "threads (default: all hardware threads, or 1 when the load average says they are busy)")
+        ->check(CLI::Range(1, 1024));
 }
 
 // Default threads: every hardware thread, unless the machine is already busy

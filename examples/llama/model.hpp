@@ -317,14 +317,16 @@ public:
             const Eigen::Map<const row_matrix> K(key(layer, g, 0), T, dim_), V(value(layer, g, 0), T, dim_);
             const Eigen::Map<const column_matrix> Q(queries + g * group * dim_, dim_, group);
             Eigen::Map<column_matrix> P(probabilities + g * group * T, T, group);
-            P.noalias() = (K * Q) * scale;
+            // lazyProduct: a few columns; no GEMM blocking and no threads (a
+            // decode step must not synchronize threads per head).
+            P.noalias() = K.lazyProduct(Q) * scale;
             for (std::int64_t j = 0; j < group; ++j) {
                 auto p = P.col(j).array();
                 p = (p - p.maxCoeff()).exp();
                 p /= p.sum();
             }
             Eigen::Map<column_matrix> O(output + g * group * dim_, dim_, group);
-            O.noalias() = V.transpose() * P;
+            O.noalias() = V.transpose().lazyProduct(P);
         }
     }
 
