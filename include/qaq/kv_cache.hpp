@@ -128,11 +128,12 @@ public:
         for (std::int64_t i = 0; i < expected; ++i)
             QAQ_CHECK(std::isfinite(keys[i]) && std::isfinite(values[i]), "non-finite key or value at index ", i,
                       " of layer ", layer, "; the cache accepts finite values only");
-        // Both roles are checked before either stores anything, so a refused token leaves no trace.
-        keys_.check_token(shape_, keys);
-        values_.check_token(shape_, values);
-        keys_.append_token(shape_, layer, keys);
-        values_.append_token(shape_, layer, values);
+        // Both roles encode the whole token before either stores anything, so a refused token
+        // (a qaq::error from a parameter or an outlier that storage cannot hold) leaves no trace.
+        keys_.stage_token(shape_, keys);
+        values_.stage_token(shape_, values);
+        keys_.commit_token(shape_, layer, keys);
+        values_.commit_token(shape_, layer, values);
         ++tokens_[static_cast<std::size_t>(layer)];
     }
 
@@ -212,8 +213,15 @@ public:
             QAQ_CHECK(attention.shape.query_heads == shape_.query_heads, "prefill attention has ",
                       attention.shape.query_heads, " query heads; the cache has ", shape_.query_heads);
         }
-        keys_.prefill(shape_, keys, attention);
-        values_.prefill(shape_, values, attention);
+        try {
+            keys_.prefill(shape_, keys, attention);
+            values_.prefill(shape_, values, attention);
+        } catch (...) {
+            // A refused prefill leaves the cache as it was: empty, as constructed.
+            keys_.init(shape_, "key");
+            values_.init(shape_, "value");
+            throw;
+        }
         for (auto& t : tokens_) t = expected.tokens;
         if (!attention.empty()) {
             const std::int64_t T = expected.tokens, R = attention.shape.rows;
@@ -349,28 +357,53 @@ private:
             stream.append(pools, values, range, width, parameters.data(), codes.data(), is_outlier.data());
         }
 
-        // Throws what append_group would throw for this token, storing nothing.
-        void check_token(const kv_cache_shape& s, const float* data) const {
-            std::vector<float> scratch(static_cast<std::size_t>(group_size));
-            std::vector<std::uint8_t> is_outlier(static_cast<std::size_t>(group_size));
-            std::vector<std::uint32_t> code_scratch(static_cast<std::size_t>(group_size));
-            std::vector<std::uint8_t> codes(static_cast<std::size_t>(packed_code_bytes(group_size, max_bits)));
-            for (std::int64_t h = 0; h < s.kv_heads; ++h)
-                for (std::int64_t g = 0; g < groups_per_head; ++g) {
-                    const float* values = data + h * s.head_dim + g * group_size;
-                    const group_statistics stats = quantizer.analyze(values, group_size, is_outlier.data(), scratch.data());
-                    for (std::int64_t i = 0; i < group_size; ++i)
-                        if (is_outlier[static_cast<std::size_t>(i)]) quantizer.check_outlier_value(values[i]);
-                    (void)quantizer.range(stats);
-                    (void)quantizer.encode(values, is_outlier.data(), group_size, stats, quantizer.bits_max(),
-                                           code_scratch.data(), codes.data());  // fit refuses what storage cannot hold
-                }
+        // One token of this role encoded at bits_max but not stored yet: what append_group
+        // computes for each of its kv_heads x groups_per_head groups, in (head, group) order.
+        struct staged_token {
+            std::vector<float> ranges, scratch;
+            std::vector<std::uint8_t> is_outlier, codes, parameters;
+            std::vector<std::uint32_t> code_scratch;
+        };
+        staged_token staged;
+
+        // Encodes a token [kv_heads][head_dim] into `staged`; throws what append_group would, storing nothing.
+        void stage_token(const kv_cache_shape& s, const float* data) {
+            const std::int64_t groups = s.kv_heads * groups_per_head;
+            const std::int64_t code_stride = packed_code_bytes(group_size, max_bits);
+            const std::int64_t parameter_stride = quantizer.parameter_bytes();
+            staged.ranges.resize(static_cast<std::size_t>(groups));
+            staged.scratch.resize(static_cast<std::size_t>(group_size));
+            staged.code_scratch.resize(static_cast<std::size_t>(group_size));
+            staged.is_outlier.resize(static_cast<std::size_t>(groups * group_size));
+            staged.codes.resize(static_cast<std::size_t>(groups * code_stride));
+            staged.parameters.resize(static_cast<std::size_t>(groups * parameter_stride));
+            const int width = quantizer.bits_max();
+            for (std::int64_t i = 0; i < groups; ++i) {  // group i = head i / groups_per_head, group i % groups_per_head
+                const float* values = data + i * group_size;
+                std::uint8_t* is_outlier = staged.is_outlier.data() + i * group_size;
+                const group_statistics stats = quantizer.analyze(values, group_size, is_outlier, staged.scratch.data());
+                for (std::int64_t k = 0; k < group_size; ++k)
+                    if (is_outlier[k]) quantizer.check_outlier_value(values[k]);
+                staged.ranges[static_cast<std::size_t>(i)] = quantizer.range(stats);
+                const codec_parameters params = quantizer.encode(values, is_outlier, group_size, stats, width,
+                                                                 staged.code_scratch.data(),
+                                                                 staged.codes.data() + i * code_stride);
+                quantizer.store_parameters(params, staged.parameters.data() + i * parameter_stride);
+            }
         }
 
-        void append_token(const kv_cache_shape& s, std::int64_t layer, const float* data) {
+        // Stores the token stage_token encoded (`data` is the same token: its host copy and outliers).
+        void commit_token(const kv_cache_shape& s, std::int64_t layer, const float* data) {
+            const std::int64_t code_stride = packed_code_bytes(group_size, max_bits);
+            const std::int64_t parameter_stride = quantizer.parameter_bytes();
             for (std::int64_t h = 0; h < s.kv_heads; ++h)
-                for (std::int64_t g = 0; g < groups_per_head; ++g)
-                    append_group(stream(s, layer, h), data + h * s.head_dim + g * group_size, 0.0f, 0, 0, false);
+                for (std::int64_t g = 0; g < groups_per_head; ++g) {
+                    const std::int64_t i = h * groups_per_head + g;
+                    stream(s, layer, h).append(pools, data + i * group_size, staged.ranges[static_cast<std::size_t>(i)],
+                                               quantizer.bits_max(), staged.parameters.data() + i * parameter_stride,
+                                               staged.codes.data() + i * code_stride,
+                                               staged.is_outlier.data() + i * group_size);
+                }
         }
 
         void prefill(const kv_cache_shape& s, const kv_view<const float>& data,

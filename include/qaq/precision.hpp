@@ -30,6 +30,24 @@ inline float round_parameter(storage_precision p, float x, const char* what) {
     return r;
 }
 
+/// round_parameter, rounded toward -Inf (`up` false) or +Inf (`up` true) instead
+/// of to nearest: the stored value is <= x (or >= x). Throws where
+/// round_parameter does, and where the directed rounding leaves the fp16 range.
+inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
+    float r = round_parameter(p, x, what);
+    if (p == storage_precision::fp16 && (up ? r < x : r > x)) {
+        // The fp16 neighbour of r in that direction (+-0 step to the smallest subnormal).
+        auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(r));
+        if ((bits & 0x7fffu) == 0) bits = up ? 0x0001u : 0x8001u;
+        else if (((bits & 0x8000u) != 0) == up) bits = static_cast<std::uint16_t>(bits - 1u);
+        else bits = static_cast<std::uint16_t>(bits + 1u);
+        r = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+        QAQ_CHECK(std::isfinite(r), "group ", what, " ", x,
+                  " does not fit the fp16 parameter storage (|x| <= 65504); use storage_precision::fp32");
+    }
+    return r;
+}
+
 /// Writes `x` (already representable) at `out` in precision `p`.
 inline void store_value(storage_precision p, float x, std::uint8_t* out) noexcept {
     if (p == storage_precision::fp16) {

@@ -19,7 +19,10 @@
 //     total == used + slack, elements == groups x group size;
 //   * dequantize gives no NaN unless a prefill stored one (append refuses
 //     non-finite values; prefill, like the whole-tensor quantizer, keeps
-//     them exactly as outliers).
+//     them exactly as outliers);
+//   * a refused append or prefill leaves the cache exactly as it was: token
+//     counts, widths, byte report and every dequantized value (strong
+//     exception guarantee; regressions/kv_cache/partial-*).
 //
 // Anything else — a crash, a sanitizer report, another exception type, a
 // broken invariant — aborts.
@@ -27,11 +30,8 @@
 // Environment switches:
 //   QAQ_FUZZ_TRACE=1       print the case and every operation as it runs (for
 //                          replaying a failing input);
-//   QAQ_FUZZ_SKIP_KNOWN=1  step around the open bugs that regressions/kv_cache/
-//                          reproduces (README.md there), so a run can look for
-//                          new ones: the sequence ends where a refused append or
-//                          prefill left part of its data behind. ctest's
-//                          fuzz.kv_cache sets it unless QAQ_FUZZ_SKIP_KNOWN=OFF.
+//   QAQ_FUZZ_SKIP_KNOWN=1  step around open bugs of regressions/kv_cache/ (set by
+//                          ctest's fuzz.kv_cache); none is open at present.
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -219,20 +219,6 @@ void check_role(const cache_type& cache, qaq::cache_role role, const role_info& 
                      " groups");
 }
 
-// Every layer and role holds kv_heads x tokens x groups-per-head groups.
-bool group_counts_consistent(const cache_type& cache, const role_info& keys, const role_info& values) {
-    const auto& s = cache.shape();
-    for (std::int64_t l = 0; l < s.layers; ++l) {
-        const std::int64_t expected = s.kv_heads * cache.tokens(l);
-        if (static_cast<std::int64_t>(cache.widths(l, qaq::cache_role::key).size()) !=
-                expected * (s.head_dim / keys.group_size) ||
-            static_cast<std::int64_t>(cache.widths(l, qaq::cache_role::value).size()) !=
-                expected * (s.head_dim / values.group_size))
-            return false;
-    }
-    return true;
-}
-
 void check_invariants(const cache_type& cache, const role_info& keys, const role_info& values) {
     const auto& s = cache.shape();
     const std::int64_t first = cache.tokens(0);
@@ -259,12 +245,32 @@ std::int64_t next_layer(const cache_type& cache) {
     return 0;
 }
 
-bool skip_known() {
-    static const bool on = [] {
-        const char* v = std::getenv("QAQ_FUZZ_SKIP_KNOWN");
-        return v != nullptr && v[0] == '1';
-    }();
-    return on;
+// Everything a caller can observe of the cache: token counts, widths, the byte
+// report and the bit patterns of every dequantized value, layer by layer.
+std::vector<std::uint32_t> observable_state(const cache_type& cache) {
+    const auto& s = cache.shape();
+    std::vector<std::uint32_t> state;
+    const qaq::kv_cache_byte_report b = cache.bytes();
+    for (const qaq::byte_report* r : {&b.keys, &b.values})
+        for (const std::int64_t v : {r->codes, r->parameters, r->widths, r->slot_indices, r->outlier_counts,
+                                     r->outlier_positions, r->outlier_values, r->slack, r->elements})
+            state.push_back(static_cast<std::uint32_t>(v));
+    for (const std::int64_t v : {b.host_copy, b.host_metadata, b.attention_window})
+        state.push_back(static_cast<std::uint32_t>(v));
+    for (std::int64_t l = 0; l < s.layers; ++l) {
+        state.push_back(static_cast<std::uint32_t>(cache.tokens(l)));
+        for (const qaq::cache_role role : {qaq::cache_role::key, qaq::cache_role::value}) {
+            for (const int w : cache.widths(l, role)) state.push_back(static_cast<std::uint32_t>(w));
+            std::vector<float> out(static_cast<std::size_t>(s.kv_heads * s.head_dim * cache.tokens(l)));
+            cache.dequantize(l, role, out.data(), static_cast<std::int64_t>(out.size()));
+            for (const float x : out) {
+                std::uint32_t u;
+                std::memcpy(&u, &x, sizeof u);
+                state.push_back(u);
+            }
+        }
+    }
+    return state;
 }
 
 // Runs one operation; `name` (a callable giving its description) is only formatted when tracing.
@@ -336,6 +342,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
                                                : in.ConsumeIntegralInRange<std::int64_t>(-1, shape.layers);
                 const std::vector<float> k = decode_values(in, kv, scale), v = decode_values(in, kv, scale);
                 const std::int64_t kn = decode_count(in, kv), vn = decode_count(in, kv);
+                const std::vector<std::uint32_t> before = observable_state(*cache);
                 const bool appended = attempt(
                     "append",
                     [&] {
@@ -347,8 +354,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
                         if (kn > kv || vn > kv) return;  // a count beyond the buffer would be the caller's overflow
                         cache->append(layer, k.data(), kn, v.data(), vn);
                     });
-                // Known bug (regressions/kv_cache/partial-*): a refused append can keep part of the token.
-                if (!appended && skip_known() && !group_counts_consistent(*cache, key_info, value_info)) return 0;
+                // regressions/kv_cache/partial-append-keys-kept: a refused append leaves no trace.
+                if (!appended)
+                    FUZZ_REQUIRE(observable_state(*cache) == before, "a refused append changed the cache");
                 break;
             }
             case 3:
@@ -404,6 +412,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
                 std::vector<float> a(static_cast<std::size_t>(as.layers * as.query_heads * as.rows * as.tokens));
                 for (float& x : a) x = in.ConsumeProbability<float>();
                 const bool with_attention = in.ConsumeIntegralInRange<int>(0, 3) != 0;
+                const std::vector<std::uint32_t> before = observable_state(*cache);
                 const bool prefilled = attempt(
                     "prefill",
                     [&] {
@@ -421,8 +430,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
                         for (const float x : k) non_finite_cached = non_finite_cached || !std::isfinite(x);
                         for (const float x : v) non_finite_cached = non_finite_cached || !std::isfinite(x);
                     });
-                // Known bug (regressions/kv_cache/partial-*): a refused prefill can keep the keys.
-                if (!prefilled && skip_known() && !group_counts_consistent(*cache, key_info, value_info)) return 0;
+                // regressions/kv_cache/partial-prefill-keys-kept: a refused prefill leaves no trace.
+                if (!prefilled)
+                    FUZZ_REQUIRE(observable_state(*cache) == before, "a refused prefill changed the cache");
                 break;
             }
             default: {  // dequantize one layer and role

@@ -20,13 +20,8 @@
 //   QAQ_FUZZ_STRICT=1      also abort when exactly one of the two paths refuses
 //                          an input (they may differ in what they refuse, see
 //                          docs/reliability.md);
-//   QAQ_FUZZ_SKIP_KNOWN=1  step around the open bugs that regressions/quantizer/
-//                          reproduces (README.md there), so a run can look for
-//                          new ones: a width disagreement is ignored where the
-//                          tolerated error of the bit formula underflows to 0 or
-//                          is not finite (the packed policy maps the NaN quotient
-//                          to bits_min, the reference to bits_max). ctest's
-//                          fuzz.quantizer sets it unless QAQ_FUZZ_SKIP_KNOWN=OFF.
+//   QAQ_FUZZ_SKIP_KNOWN=1  step around open bugs of regressions/quantizer/ (set by
+//                          ctest's fuzz.quantizer); none is open at present.
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -72,26 +67,6 @@ bool strict() {
     static const bool on = env_flag("QAQ_FUZZ_STRICT");
     return on;
 }
-bool skip_known() {
-    static const bool on = env_flag("QAQ_FUZZ_SKIP_KNOWN");
-    return on;
-}
-
-// Known bug (regressions/quantizer/key-query-norm-nan-width): where the bit
-// formula's tolerated error is 0 or not finite, R / 2E can be NaN (0/0, Inf*0);
-// the packed policies then give bits_min, the reference bits_max.
-bool tolerated_error_degenerate(const qaq::quantizer_config& c, std::int64_t tokens) {
-    if (c.bits == qaq::bits_kind::key_query_norm) {
-        const double t = static_cast<double>(tokens);
-        const double e = std::sqrt(12.0 / c.q_norm * std::log(t * t * t / (t - 1.0) * c.target_error * c.target_error + 1.0));
-        const float twice = static_cast<float>(2.0 * e);
-        return !(twice > 0.0f) || !std::isfinite(twice);
-    }
-    if (c.bits == qaq::bits_kind::value_attention)
-        return static_cast<float>(std::sqrt(12.0 / static_cast<double>(tokens)) * c.target_error) == 0.0f;
-    return false;
-}
-
 // Same value, or both NaN.
 bool same_value(float a, float b) {
     if (std::isnan(a) || std::isnan(b)) return std::isnan(a) && std::isnan(b);
@@ -274,10 +249,7 @@ void compare(const decoded_case& k, const qaq::reference::result& ref, const qaq
     std::int64_t cursor = 0, code_bytes = 0;
     for (std::int64_t g = 0; g < groups; ++g) {
         const int width = packed.widths[static_cast<std::size_t>(g)];
-        const bool known_width_bug = skip_known() && width == k.config.bits_min &&
-                                     ref.bits[static_cast<std::size_t>(g)] == k.config.bits_max &&
-                                     tolerated_error_degenerate(k.config, k.shape.tokens);
-        FUZZ_REQUIRE(known_width_bug || width == ref.bits[static_cast<std::size_t>(g)],
+        FUZZ_REQUIRE(width == ref.bits[static_cast<std::size_t>(g)],
                      "group " + std::to_string(g) + ": packed width " + std::to_string(width) + ", reference " +
                          std::to_string(ref.bits[static_cast<std::size_t>(g)]));
         code_bytes += qaq::packed_code_bytes(n, width);

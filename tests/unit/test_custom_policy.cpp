@@ -294,6 +294,28 @@ TEST_CASE("top_magnitude: non-finite values always, exactly k finite ones, ties 
     CHECK_THROWS_AS(top_magnitude(-1), qaq::error);
 }
 
+// Every finite fp16 value, ascending: directed rounding by search, independent of the library.
+const std::vector<float>& fp16_values() {
+    static const std::vector<float> values = [] {
+        std::vector<float> v;
+        for (std::uint32_t bits = 0; bits < 0x10000u; ++bits) {
+            const float x = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(static_cast<std::uint16_t>(bits)));
+            if (std::isfinite(x)) v.push_back(x);
+        }
+        std::sort(v.begin(), v.end());
+        return v;
+    }();
+    return values;
+}
+float fp16_at_or_below(float x) {  // the largest fp16 <= x
+    const auto& v = fp16_values();
+    return *(std::upper_bound(v.begin(), v.end(), x) - 1);
+}
+float fp16_at_or_above(float x) {  // the smallest fp16 >= x
+    const auto& v = fp16_values();
+    return *std::lower_bound(v.begin(), v.end(), x);
+}
+
 TEST_CASE("top_magnitude + zero-point codec: parameters, s/2 error bound, outliers as the nearest fp16",
           "[custom_policy][outliers][error_budget]") {
     const qaq::kv_shape shape{2, 1, 3, 4, 48};
@@ -317,24 +339,25 @@ TEST_CASE("top_magnitude + zero-point codec: parameters, s/2 error bound, outlie
             std::vector<std::uint8_t> is_outlier(48, 0);
             for (auto i : outliers) is_outlier[i] = 1;
 
-            // The codec's parameters by hand: z = min, s = (max - min) / (2^B - 1), each stored as fp16.
+            // The codec's parameters by hand: z = min rounded down to fp16, s = (max - z) / (2^B - 1)
+            // rounded up to fp16 and raised an fp16 step at a time until z + (2^B - 1) s >= max.
             float lo = std::numeric_limits<float>::infinity(), hi = -lo;
             for (int i = 0; i < 48; ++i)
                 if (!is_outlier[i]) lo = std::min(lo, in[i]), hi = std::max(hi, in[i]);
-            const float s = (hi - lo) / top;
-            const float z16 = qaq::round_to(fp16, lo), s16 = qaq::round_to(fp16, s);
+            const float z16 = fp16_at_or_below(lo);
+            float s16 = fp16_at_or_above((hi - z16) / top);
+            while (static_cast<double>(z16) + static_cast<double>(top) * s16 < hi) s16 = fp16_at_or_above(std::nextafter(s16, 1e9f));
             const std::uint8_t* stored = &packed.parameters[static_cast<std::size_t>(g * 4)];
             CHECK(qaq::load_value(fp16, stored) == z16);
             CHECK(qaq::load_value(fp16, stored + 2) == s16);
 
-            // Within s/2 of the exact grid; the fp16 parameters move the grid by at most `shift`.
-            const float shift = std::fabs(z16 - lo) + top * std::fabs(s16 - s);
+            // The grid covers [min, max], so every non-outlier is within s/2 of the stored grid.
             for (int i = 0; i < 48; ++i) {
                 INFO("position " << i << " x " << in[i] << " x' " << out[i]);
                 if (is_outlier[i])
                     CHECK(out[i] == qaq::round_to(fp16, in[i]));
                 else
-                    CHECK(std::fabs(out[i] - in[i]) <= s / 2 + shift + 1e-6f * (1.0f + std::fabs(in[i])));
+                    CHECK(std::fabs(out[i] - in[i]) <= s16 / 2 + 1e-6f * (1.0f + std::fabs(in[i])));
             }
         }
     }

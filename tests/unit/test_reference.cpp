@@ -313,9 +313,15 @@ TEST_CASE("constant group reconstructs at its centre, in storage precision", "[r
         INFO("codec " << qaq::to_string(codec));
         CHECK(reconstruct(codec_config(codec, false, storage_precision::fp32), 3, group) ==
               std::vector<float>(4, 0.1f));
+        if (codec == codec_kind::uniform_zero_point) continue;  // fp16: below
         CHECK(reconstruct(codec_config(codec, false, storage_precision::fp16), 3, group) ==
               std::vector<float>(4, 0.0999755859375f));
     }
+    // Zero point with fp16 parameters: z = 0.1 rounded down = 0.0999755859375, below max = 0.1,
+    // so s = (0.1f - z) / 7 = 3.4879e-6 rounded up to fp16 (a subnormal) = 59 * 2^-24, and
+    // q = rint(6.94) = 7: x' = 7 s + z = 0.10000020265579224, within s/2 of 0.1 (finding 5).
+    CHECK(reconstruct(codec_config(codec_kind::uniform_zero_point, false, storage_precision::fp16), 3, group) ==
+          std::vector<float>(4, 0.10000020265579224f));
 }
 
 TEST_CASE("fp16 storage rounds parameters before encoding", "[reference][codec][fp16]") {
@@ -329,10 +335,11 @@ TEST_CASE("fp16 storage rounds parameters before encoding", "[reference][codec][
     CHECK(reconstruct(codec_config(codec_kind::uniform_mean_centred, false, storage_precision::fp32), 1, group) ==
           std::vector<float>{0.0f, 0.15f});
 
-    // Zero point, 1 bit, {0.1, 1.1}: z = fp16(0.1) = 0.0999755859375, s = fp16(1.0) = 1.
-    // x = 0.1: q = rint(0.0000244 / 1) = 0 -> z; x = 1.1: q = rint(1.0000244) = 1 -> 1 + z = 1.0999755859375.
+    // Zero point, 1 bit, {0.1, 1.1}: z = 0.1 rounded down to fp16 = 0.0999755859375 (the nearest is
+    // below 0.1 already), s = (1.1 - z) / 1 = 1.0000244 rounded up to fp16 = 1 + 2^-10 = 1.0009765625.
+    // x = 0.1: q = rint(0.0000244 / s) = 0 -> z; x = 1.1: q = 1 -> s + z = 1.1009521484375.
     CHECK(reconstruct(codec_config(codec_kind::uniform_zero_point, false, storage_precision::fp16), 1,
-                      {0.1f, 1.1f}) == std::vector<float>{0.0999755859375f, 1.0999755859375f});
+                      {0.1f, 1.1f}) == std::vector<float>{0.0999755859375f, 1.1009521484375f});
 }
 
 TEST_CASE("outliers are written back exact (fp32) or as the nearest fp16", "[reference][codec][fp16]") {

@@ -100,6 +100,23 @@ inline float stored_parameter(storage_precision precision, float value, const ch
     return stored;
 }
 
+/// stored_parameter rounded toward +Inf (`up`) or -Inf instead of to nearest
+/// (docs/method.md, "Codecs": uniform_zero_point's fp16 parameters). fp32: `value`.
+inline float stored_parameter_directed(storage_precision precision, float value, bool up, const char* name) {
+    float stored = stored_parameter(precision, value, name);
+    if (precision == storage_precision::fp16 && (up ? stored < value : stored > value)) {
+        // One fp16 step in that direction: the bit pattern's magnitude +-1 (from +-0, the smallest subnormal).
+        auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(stored));
+        const bool negative = (bits & 0x8000u) != 0;
+        if ((bits & 0x7fffu) == 0) bits = up ? 0x0001u : 0x8001u;
+        else bits = static_cast<std::uint16_t>(negative == up ? bits - 1u : bits + 1u);
+        stored = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
+        QAQ_CHECK(std::isfinite(stored), "group parameter ", name, " = ", value,
+                  " does not fit fp16 parameter storage (expected |value| <= 65504); use storage_precision::fp32");
+    }
+    return stored;
+}
+
 /// The normal codec's tables for `bits`, built once per width on first use.
 struct normal_table {
     std::vector<float> boundaries;
@@ -307,12 +324,24 @@ inline void reconstruct_zero_point(const quantizer_config& config, int bits, con
     float zero_point = 0.0f;
     float scale = 0.0f;
     if (symmetric) {
-        // One stored parameter, absmax: z = -absmax, s = 2 * absmax / (2^B - 1).
-        const float absmax = stored_parameter(config.precision, s.absmax, "absmax");
+        // One stored parameter, absmax (fp16: rounded up): z = -absmax, s = 2 * absmax / (2^B - 1).
+        const float absmax = stored_parameter_directed(config.precision, s.absmax, true, "absmax");
         zero_point = -absmax;
         scale = 2.0f * absmax / steps;
+        // The packed path refuses such a group (its range 2 * absmax overflows float32); so does the oracle,
+        // rather than reconstructing 0 * Inf = NaN.
+        QAQ_CHECK(std::isfinite(scale), "a group's range overflows float32 (2 * absmax = ", 2.0f * absmax,
+                  "); values must be below 1.7e38 in magnitude");
+    } else if (config.precision == storage_precision::fp16) {
+        // fp16: z = min rounded down, s = (max - z) / (2^B - 1) rounded up, then raised one fp16
+        // step at a time until z + (2^B - 1) s >= max (in double): [min, max] is covered.
+        zero_point = stored_parameter_directed(config.precision, s.min, false, "min");
+        scale = stored_parameter_directed(config.precision, (s.max - zero_point) / steps, true, "scale");
+        while (static_cast<double>(zero_point) + static_cast<double>(steps) * static_cast<double>(scale) <
+               static_cast<double>(s.max))
+            scale = stored_parameter_directed(config.precision, std::nextafter(scale, HUGE_VALF), true, "scale");
     } else {
-        // z = min, s = (max - min) / (2^B - 1), both stored.
+        // fp32: z = min, s = (max - min) / (2^B - 1), both stored.
         zero_point = stored_parameter(config.precision, s.min, "min");
         scale = stored_parameter(config.precision, (s.max - s.min) / steps, "scale");
     }

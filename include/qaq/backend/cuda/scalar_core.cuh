@@ -129,6 +129,22 @@ QAQ_HOST_DEVICE float to_storage(storage_precision p, float x) noexcept {
     return p == storage_precision::fp16 ? half_bits_to_float(float_to_half_bits(x)) : x;
 }
 
+/// qaq::round_parameter_directed without exceptions: to_storage rounded toward
+/// +Inf (`up`) or -Inf; `overflow` is set where the host would throw.
+QAQ_HOST_DEVICE float to_storage_directed(storage_precision p, float x, bool up, bool& overflow) noexcept {
+    float r = to_storage(p, x);
+    overflow = overflow || !is_finite(r);
+    if (p == storage_precision::fp16 && (up ? r < x : r > x)) {
+        std::uint16_t h = float_to_half_bits(r);
+        if ((h & 0x7fffu) == 0) h = up ? 0x0001u : 0x8001u;
+        else if (((h & 0x8000u) != 0) == up) h = static_cast<std::uint16_t>(h - 1u);
+        else h = static_cast<std::uint16_t>(h + 1u);
+        r = half_bits_to_float(h);
+        overflow = overflow || !is_finite(r);
+    }
+    return r;
+}
+
 /// Reads value `i` of an array stored in precision `p` (fp16 bits or fp32).
 QAQ_HOST_DEVICE float read_stored(storage_precision p, const void* values, std::int64_t i) noexcept {
     if (p == storage_precision::fp16) return half_bits_to_float(static_cast<const std::uint16_t*>(values)[i]);
@@ -157,10 +173,11 @@ QAQ_HOST_DEVICE float ceil_log2(float y) noexcept {
     return std::ceil(static_cast<float>(std::log2(static_cast<double>(y))));
 }
 
-/// qaq::bits::detail::bits_from_error on both sides: clamp(ceil(log2(R / (2E) + 1))), NaN -> bits_min.
+/// qaq::bits::detail::bits_from_error on both sides: clamp(ceil(log2(R / (2E) + 1))), NaN -> bits_max.
 QAQ_HOST_DEVICE int bits_from_error(float range, float twice_error, int bits_min, int bits_max) noexcept {
     const float b = ceil_log2(add_rn(div_rn(range, twice_error), 1.0f));
-    if (!(b >= static_cast<float>(bits_min))) return bits_min;
+    if (b != b) return bits_max;  // NaN: no error budget, the most bits
+    if (b <= static_cast<float>(bits_min)) return bits_min;
     if (b >= static_cast<float>(bits_max)) return bits_max;
     return static_cast<int>(b);
 }
@@ -305,10 +322,20 @@ QAQ_HOST_DEVICE codec_parameters fit(const storage::uniform_zero_point& codec, c
     };
     float stored[2] = {0.0f, 0.0f};
     if (codec.symmetric) {
-        stored[0] = rounded(s.absmax);
+        stored[0] = to_storage_directed(codec.precision, s.absmax, true, overflow);
     } else if (bits == 0) {
         stored[0] = rounded(add_rn(s.min, div_rn(sub_rn(s.max, s.min), 2.0f)));
         stored[1] = 0.0f;
+    } else if (codec.precision == storage_precision::fp16) {
+        // storage::uniform_zero_point::fit: z down, s up until z + (2^B - 1) s >= max (in double).
+        const float z = to_storage_directed(codec.precision, s.min, false, overflow);
+        const float steps = zero_point_steps(bits);
+        float step = to_storage_directed(codec.precision, div_rn(sub_rn(s.max, z), steps), true, overflow);
+        while (!overflow && add_rn(static_cast<double>(z), mul_rn(static_cast<double>(steps), static_cast<double>(step))) <
+                                static_cast<double>(s.max))
+            step = to_storage_directed(codec.precision, bits_float(float_bits(step) + 1u), true, overflow);
+        stored[0] = z;
+        stored[1] = step;
     } else {
         stored[0] = rounded(s.min);
         stored[1] = rounded(div_rn(sub_rn(s.max, s.min), zero_point_steps(bits)));

@@ -3,6 +3,9 @@
 // (symmetric: over [-max|x|, max|x|]), q = clamp(rint((x - z) / s), 0, 2^B - 1),
 // x' = q * s + z. Every non-outlier is within s / 2 of its reconstruction; no
 // clipping. B = 0 reconstructs at the midpoint.
+//
+// fp16 parameters: z (or max|x|) is rounded away from the data and s up, so the
+// stored grid still covers [min, max]; fp32 parameters are the exact statistics.
 
 #include <cmath>
 #include <cstdint>
@@ -31,10 +34,20 @@ struct uniform_zero_point {
         if (s.count == 0) return {};
         float stored[2] = {0.0f, 0.0f};
         if (symmetric) {
-            stored[0] = round_parameter(precision, s.absmax, "max|x|");
+            stored[0] = round_parameter_directed(precision, s.absmax, true, "max|x|");
         } else if (bits == 0) {
             stored[0] = round_parameter(precision, s.min + (s.max - s.min) / 2.0f, "midpoint");
             stored[1] = 0.0f;
+        } else if (precision == storage_precision::fp16) {
+            // z rounded down, s up from max - z, and up again (one fp16 step at a time) until
+            // z + (2^B - 1) s >= max (evaluated in double; the reference and the CUDA mirror do the same).
+            const float z = round_parameter_directed(precision, s.min, false, "min");
+            float step = round_parameter_directed(precision, (s.max - z) / steps(bits), true, "scale");
+            while (static_cast<double>(z) + static_cast<double>(steps(bits)) * static_cast<double>(step) <
+                   static_cast<double>(s.max))
+                step = round_parameter_directed(precision, std::nextafter(step, HUGE_VALF), true, "scale");
+            stored[0] = z;
+            stored[1] = step;
         } else {
             stored[0] = round_parameter(precision, s.min, "min");
             stored[1] = round_parameter(precision, (s.max - s.min) / steps(bits), "scale");
