@@ -524,125 +524,266 @@ private:
     // Per-call scratch for attend, reused across calls on one thread (no allocation on the hot path
     // once sizes have been seen).
     struct attend_scratch {
-        std::vector<float> plane_queries;  // [plane width slot][query][head_dim]
-        std::vector<float> query_sums;     // [query][group in head]
-        std::vector<float> plane_accumulators;
-        std::vector<float> plain_accumulator;  // [query][head_dim]
-        std::vector<float> offsets;            // [query][group in head]
-        std::vector<float> row, plane_row;
+        std::vector<float> plane_queries;       // [plane width slot][query][head_dim]
+        std::vector<float> query_sums;          // [query][group in head]
+        std::vector<float> plane_accumulators;  // [plane width slot][query][head_dim]
+        std::vector<float> plain_accumulator;   // [query][head_dim]
+        std::vector<float> offsets;             // [query][group in head]
+        std::vector<float> row;
         std::vector<std::uint32_t> codes;
+        // One block of tokens, sorted by plane width slot: [slot][block].
+        std::vector<const std::uint8_t*> block_codes;
+        std::vector<std::int64_t> block_tokens;
+        std::vector<float> block_scales, block_offsets;
+        std::vector<float> block_values;  // [slot][block][query]: dots (keys) or weights (values)
     };
     static attend_scratch& scratch_space() {
         thread_local attend_scratch s;
         return s;
     }
+    static constexpr std::int64_t attend_block = 64;  // tokens classified per pass
+    static constexpr int other_slot = 4;               // groups without a plane kernel
+    static void size_blocks(attend_scratch& w, std::int64_t query_count) {
+        w.block_codes.resize(static_cast<std::size_t>(5 * attend_block));
+        w.block_tokens.resize(static_cast<std::size_t>(5 * attend_block));
+        w.block_scales.resize(static_cast<std::size_t>(5 * attend_block));
+        w.block_offsets.resize(static_cast<std::size_t>(5 * attend_block));
+        w.block_values.resize(static_cast<std::size_t>(4 * attend_block * query_count));
+    }
+
+    // One block of groups sorted by plane width slot.
+    struct block_lists {
+        std::int64_t count[5];
+        bool whole[4];  // the slot's list is the whole block, in token order (t0, t0 + 1, ...)
+    };
+
+    // Sorts the groups t * S + sub, t in [t0, t1), by plane width slot (lists of attend_block
+    // entries: codes, token, scale, offset = centre - bias * scale); groups without a plane kernel
+    // (other widths, codecs without an affine form) go to other_slot with their token only.
+    // slot_of[width]: the plane slot of a width, or other_slot.
+    template <class Store>
+    static void classify_block(const Store& store, const cache::group_stream& stream, const int* slot_of,
+                               std::int64_t sub, std::int64_t t0, std::int64_t t1, attend_scratch& w,
+                               block_lists& b) {
+        const std::int64_t S = store.groups_per_head, m = t1 - t0;
+        int widths[attend_block];
+        for (int s = 0; s < 5; ++s) b.count[s] = 0;
+        for (int s = 0; s < 4; ++s) b.whole[s] = false;
+        const int first = stream.width(t0 * S + sub);
+        bool uniform = true;
+        for (std::int64_t i = 0; i < m; ++i) {
+            widths[i] = stream.width((t0 + i) * S + sub);
+            uniform &= widths[i] == first;
+        }
+        const std::uint8_t* parameters = stream.parameters(t0 * S + sub);
+        if (uniform && slot_of[first] != other_slot) {  // the common case: one width for the block
+            const int slot = slot_of[first];
+            const std::size_t base = static_cast<std::size_t>(slot * attend_block);
+            if (store.quantizer.affine_forms(parameters, S, widths, m, &w.block_scales[base], &w.block_offsets[base])) {
+                for (std::int64_t i = 0; i < m; ++i) {
+                    w.block_codes[base + static_cast<std::size_t>(i)] = stream.codes(store.pools, (t0 + i) * S + sub);
+                    w.block_tokens[base + static_cast<std::size_t>(i)] = t0 + i;
+                }
+                b.count[slot] = m;
+                b.whole[slot] = true;
+                return;
+            }
+        }
+        float scales[attend_block], offsets[attend_block];
+        const bool affine = store.quantizer.affine_forms(parameters, S, widths, m, scales, offsets);
+        for (std::int64_t i = 0; i < m; ++i) {
+            const int slot = affine ? slot_of[widths[i]] : other_slot;
+            const std::size_t at = static_cast<std::size_t>(slot * attend_block + b.count[slot]++);
+            w.block_tokens[at] = t0 + i;
+            if (slot == other_slot) continue;
+            w.block_codes[at] = stream.codes(store.pools, (t0 + i) * S + sub);
+            w.block_scales[at] = scales[i];
+            w.block_offsets[at] = offsets[i];
+        }
+    }
+
+    // slot_of[width] for plane_group and classify_block.
+    static void plane_slots(std::int64_t group_size, int* slot_of) noexcept {
+        namespace k = backend::kernels;
+        for (int b = 0; b <= max_bits; ++b) slot_of[b] = k::has_plane_kernel(b, group_size) ? k::plane_slot(b) : other_slot;
+    }
 
     // scores[j][t] = q_j . k_t (unscaled) over the packed keys of one (layer, KV head).
+    // Tokens go in blocks: each block is sorted by width, every width's groups then go through one
+    // plane kernel call for all query heads (q . codes), and the affine form gives
+    // q . k = scale (q . codes) + offset sum(q). Other widths and codecs decode the group to floats.
+    // Exact outliers are a correction pass at the end.
     template <class Store>
     void attend_scores(const Store& store, const cache::group_stream& stream, const float* queries,
                        std::int64_t query_count, std::int64_t T, float* scores) const {
         namespace k = backend::kernels;
         const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
+        const std::int64_t Q = query_count;
         attend_scratch& w = scratch_space();
-        w.plane_queries.resize(static_cast<std::size_t>(4 * query_count * D));
-        w.query_sums.resize(static_cast<std::size_t>(query_count * S));
+        w.plane_queries.resize(static_cast<std::size_t>(4 * Q * D));
+        w.query_sums.resize(static_cast<std::size_t>(Q * S));
         w.row.resize(static_cast<std::size_t>(n));
         w.codes.resize(static_cast<std::size_t>(n));
-        for (int slot = 0; slot < 4; ++slot)
-            if (k::has_plane_kernel(k::plane_widths[slot], n))
-                for (std::int64_t j = 0; j < query_count; ++j)
-                    for (std::int64_t g = 0; g < S; ++g)
-                        k::to_plane_order(queries + j * D + g * n, n, k::plane_widths[slot],
-                                          &w.plane_queries[static_cast<std::size_t>((slot * query_count + j) * D + g * n)]);
-        for (std::int64_t j = 0; j < query_count; ++j)
+        size_blocks(w, Q);
+        int slot_of[max_bits + 1];
+        plane_slots(n, slot_of);
+        bool planes_ready[4] = {false, false, false, false};
+        for (std::int64_t j = 0; j < Q; ++j)
             for (std::int64_t g = 0; g < S; ++g)
                 w.query_sums[static_cast<std::size_t>(j * S + g)] =
                     Eigen::Map<const Eigen::ArrayXf>(queries + j * D + g * n, n).sum();
-        std::fill(scores, scores + query_count * T, 0.0f);
-        std::int64_t cursor = 0;
-        for (std::int64_t t = 0; t < T; ++t)
-            for (std::int64_t g = 0; g < S; ++g) {
-                const std::int64_t group = t * S + g;
-                const int width = stream.width(group);
-                const codec_parameters params = store.quantizer.load_parameters(stream.parameters(group), width);
-                const std::uint8_t* codes = stream.codes(store.pools, group);
-                affine_code a;
-                const bool plane = store.quantizer.affine(params, width, a) && k::has_plane_kernel(width, n);
-                if (plane) {
-                    const int slot = k::plane_slot(width);
-                    const float offset = a.centre - a.bias * a.scale;
-                    for (std::int64_t j = 0; j < query_count; ++j) {
-                        float dot = 0.0f;
-                        k::dot_codes(width, codes, &w.plane_queries[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n, dot);
-                        scores[j * T + t] += a.scale * dot + offset * w.query_sums[static_cast<std::size_t>(j * S + g)];
-                    }
-                } else {
-                    store.quantizer.decode(codes, n, width, params, w.codes.data(), w.row.data());
+        std::fill(scores, scores + Q * T, 0.0f);
+        for (std::int64_t sub = 0; sub < S; ++sub)
+            for (std::int64_t t0 = 0; t0 < T; t0 += attend_block) {
+                const std::int64_t t1 = std::min(T, t0 + attend_block);
+                block_lists b;
+                classify_block(store, stream, slot_of, sub, t0, t1, w, b);
+                for (std::int64_t i = 0; i < b.count[other_slot]; ++i) {
+                    const std::int64_t t = w.block_tokens[static_cast<std::size_t>(other_slot * attend_block + i)];
+                    const std::int64_t group = t * S + sub;
+                    const int width = stream.width(group);
+                    store.quantizer.decode(stream.codes(store.pools, group), n, width,
+                                           store.quantizer.load_parameters(stream.parameters(group), width),
+                                           w.codes.data(), w.row.data());
                     const Eigen::Map<const Eigen::VectorXf> row(w.row.data(), n);
-                    for (std::int64_t j = 0; j < query_count; ++j)
-                        scores[j * T + t] += Eigen::Map<const Eigen::VectorXf>(queries + j * D + g * n, n).dot(row);
+                    for (std::int64_t j = 0; j < Q; ++j)
+                        scores[j * T + t] += Eigen::Map<const Eigen::VectorXf>(queries + j * D + sub * n, n).dot(row);
                 }
-                // Exact outliers: replace what the codes reconstruct at their positions.
-                const std::int64_t outliers = stream.outlier_count(group);
-                for (std::int64_t o = 0; o < outliers; ++o, ++cursor) {
-                    const std::uint32_t pos = stream.outlier_position(cursor);
-                    const float decoded = plane ? store.quantizer.decode_element(codes, pos, width, params) : w.row[pos];
-                    const float delta = stream.outlier_value(cursor) - decoded;
-                    for (std::int64_t j = 0; j < query_count; ++j) scores[j * T + t] += queries[j * D + g * n + pos] * delta;
+                for (int slot = 0; slot < 4; ++slot) {
+                    const std::int64_t c = b.count[slot];
+                    if (c == 0) continue;
+                    float* q_plane = &w.plane_queries[static_cast<std::size_t>(slot * Q * D)];
+                    if (!planes_ready[slot]) {
+                        for (std::int64_t j = 0; j < Q; ++j)
+                            for (std::int64_t g = 0; g < S; ++g)
+                                k::to_plane_order(queries + j * D + g * n, n, k::plane_widths[slot], q_plane + j * D + g * n);
+                        planes_ready[slot] = true;
+                    }
+                    const std::size_t base = static_cast<std::size_t>(slot * attend_block);
+                    float* dots = &w.block_values[base * static_cast<std::size_t>(Q)];
+                    k::dot_groups(k::plane_widths[slot], &w.block_codes[base], c, q_plane + sub * n, Q, D, n, dots);
+                    const float* scales = &w.block_scales[base];
+                    const float* offsets = &w.block_offsets[base];
+                    for (std::int64_t j = 0; j < Q; ++j) {
+                        const float sum = w.query_sums[static_cast<std::size_t>(j * S + sub)];
+                        if (b.whole[slot]) {
+                            float* out = scores + j * T + t0;
+                            for (std::int64_t i = 0; i < c; ++i) out[i] += scales[i] * dots[i * Q + j] + offsets[i] * sum;
+                        } else {
+                            for (std::int64_t i = 0; i < c; ++i)
+                                scores[j * T + w.block_tokens[base + static_cast<std::size_t>(i)]] +=
+                                    scales[i] * dots[i * Q + j] + offsets[i] * sum;
+                        }
+                    }
                 }
             }
+        if (stream.outlier_total() == 0) return;
+        // Exact outliers: replace what the codes reconstruct at their positions.
+        std::int64_t cursor = 0;
+        for (std::int64_t group = 0; group < T * S; ++group) {
+            const std::int64_t outliers = stream.outlier_count(group);
+            if (outliers == 0) continue;
+            const std::int64_t t = group / S, sub = group % S;
+            const int width = stream.width(group);
+            const codec_parameters params = store.quantizer.load_parameters(stream.parameters(group), width);
+            const std::uint8_t* codes = stream.codes(store.pools, group);
+            for (std::int64_t o = 0; o < outliers; ++o, ++cursor) {
+                const std::uint32_t pos = stream.outlier_position(cursor);
+                const float delta = stream.outlier_value(cursor) - store.quantizer.decode_element(codes, pos, width, params);
+                for (std::int64_t j = 0; j < Q; ++j) scores[j * T + t] += queries[j * D + sub * n + pos] * delta;
+            }
+        }
     }
 
-    // out[j] = sum_t p[j][t] v_t over the packed values of one (layer, KV head).
+    // out[j] = sum_t p[j][t] v_t over the packed values of one (layer, KV head): per width, the
+    // plane kernel accumulates sum_t (p_t scale_t) codes_t in plane order for all query heads,
+    // sum_t p_t offset_t is added to every element at the end; other groups are decoded.
     template <class Store>
     void attend_values(const Store& store, const cache::group_stream& stream, const float* probabilities,
                        std::int64_t query_count, std::int64_t T, float* output) const {
         namespace k = backend::kernels;
         const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
+        const std::int64_t Q = query_count;
         attend_scratch& w = scratch_space();
-        w.plane_accumulators.assign(static_cast<std::size_t>(4 * query_count * D), 0.0f);
-        w.plain_accumulator.assign(static_cast<std::size_t>(query_count * D), 0.0f);
-        w.offsets.assign(static_cast<std::size_t>(query_count * S), 0.0f);
+        w.plane_accumulators.resize(static_cast<std::size_t>(4 * Q * D));
+        w.plain_accumulator.assign(static_cast<std::size_t>(Q * D), 0.0f);
+        w.offsets.assign(static_cast<std::size_t>(Q * S), 0.0f);
         w.row.resize(static_cast<std::size_t>(n));
-        w.plane_row.resize(static_cast<std::size_t>(n));
         w.codes.resize(static_cast<std::size_t>(n));
+        size_blocks(w, Q);
+        int slot_of[max_bits + 1];
+        plane_slots(n, slot_of);
         bool slot_used[4] = {false, false, false, false};
-        std::int64_t cursor = 0;
-        for (std::int64_t t = 0; t < T; ++t)
-            for (std::int64_t g = 0; g < S; ++g) {
-                const std::int64_t group = t * S + g;
+        for (std::int64_t sub = 0; sub < S; ++sub)
+            for (std::int64_t t0 = 0; t0 < T; t0 += attend_block) {
+                const std::int64_t t1 = std::min(T, t0 + attend_block);
+                block_lists b;
+                classify_block(store, stream, slot_of, sub, t0, t1, w, b);
+                for (std::int64_t i = 0; i < b.count[other_slot]; ++i) {
+                    const std::int64_t t = w.block_tokens[static_cast<std::size_t>(other_slot * attend_block + i)];
+                    const std::int64_t group = t * S + sub;
+                    const int width = stream.width(group);
+                    store.quantizer.decode(stream.codes(store.pools, group), n, width,
+                                           store.quantizer.load_parameters(stream.parameters(group), width),
+                                           w.codes.data(), w.row.data());
+                    const Eigen::Map<const Eigen::VectorXf> row(w.row.data(), n);
+                    for (std::int64_t j = 0; j < Q; ++j)
+                        Eigen::Map<Eigen::VectorXf>(&w.plain_accumulator[static_cast<std::size_t>(j * D + sub * n)], n) +=
+                            probabilities[j * T + t] * row;
+                }
+                for (int slot = 0; slot < 4; ++slot) {
+                    const std::int64_t c = b.count[slot];
+                    if (c == 0) continue;
+                    const std::size_t base = static_cast<std::size_t>(slot * attend_block);
+                    const float* scales = &w.block_scales[base];
+                    const float* offsets = &w.block_offsets[base];
+                    float* weights = &w.block_values[base * static_cast<std::size_t>(Q)];
+                    for (std::int64_t j = 0; j < Q; ++j) {
+                        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // sum_i p_i offset_i, vectorizable
+                        if (b.whole[slot]) {
+                            const float* p = probabilities + j * T + t0;
+                            for (std::int64_t i = 0; i < c; ++i) weights[i * Q + j] = p[i] * scales[i];
+                            std::int64_t i = 0;
+                            for (; i + 8 <= c; i += 8)
+                                for (int u = 0; u < 8; ++u) part[u] += p[i + u] * offsets[i + u];
+                            for (; i < c; ++i) part[0] += p[i] * offsets[i];
+                        } else {
+                            for (std::int64_t i = 0; i < c; ++i) {
+                                const float p = probabilities[j * T + w.block_tokens[base + static_cast<std::size_t>(i)]];
+                                weights[i * Q + j] = p * scales[i];
+                                part[0] += p * offsets[i];
+                            }
+                        }
+                        w.offsets[static_cast<std::size_t>(j * S + sub)] +=
+                            ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+                    }
+                    float* acc = &w.plane_accumulators[static_cast<std::size_t>(slot * Q * D)];
+                    if (!slot_used[slot]) {
+                        std::fill(acc, acc + Q * D, 0.0f);
+                        slot_used[slot] = true;
+                    }
+                    k::axpy_groups(k::plane_widths[slot], &w.block_codes[base], c, weights, Q, acc + sub * n, D, n);
+                }
+            }
+        if (stream.outlier_total() > 0) {
+            std::int64_t cursor = 0;
+            for (std::int64_t group = 0; group < T * S; ++group) {
+                const std::int64_t outliers = stream.outlier_count(group);
+                if (outliers == 0) continue;
+                const std::int64_t t = group / S, sub = group % S;
                 const int width = stream.width(group);
                 const codec_parameters params = store.quantizer.load_parameters(stream.parameters(group), width);
                 const std::uint8_t* codes = stream.codes(store.pools, group);
-                affine_code a;
-                const bool plane = store.quantizer.affine(params, width, a) && k::has_plane_kernel(width, n);
-                if (plane) {
-                    const int slot = k::plane_slot(width);
-                    slot_used[slot] = true;
-                    const float offset = a.centre - a.bias * a.scale;
-                    for (std::int64_t j = 0; j < query_count; ++j) {
-                        const float p = probabilities[j * T + t];
-                        k::axpy_codes(width, codes, p * a.scale,
-                                      &w.plane_accumulators[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n);
-                        w.offsets[static_cast<std::size_t>(j * S + g)] += p * offset;
-                    }
-                } else {
-                    store.quantizer.decode(codes, n, width, params, w.codes.data(), w.row.data());
-                    const Eigen::Map<const Eigen::VectorXf> row(w.row.data(), n);
-                    for (std::int64_t j = 0; j < query_count; ++j)
-                        Eigen::Map<Eigen::VectorXf>(&w.plain_accumulator[static_cast<std::size_t>(j * D + g * n)], n) +=
-                            probabilities[j * T + t] * row;
-                }
-                const std::int64_t outliers = stream.outlier_count(group);
                 for (std::int64_t o = 0; o < outliers; ++o, ++cursor) {
                     const std::uint32_t pos = stream.outlier_position(cursor);
-                    const float decoded = plane ? store.quantizer.decode_element(codes, pos, width, params) : w.row[pos];
-                    const float delta = stream.outlier_value(cursor) - decoded;
-                    for (std::int64_t j = 0; j < query_count; ++j)
-                        w.plain_accumulator[static_cast<std::size_t>(j * D + g * n + pos)] += probabilities[j * T + t] * delta;
+                    const float delta =
+                        stream.outlier_value(cursor) - store.quantizer.decode_element(codes, pos, width, params);
+                    for (std::int64_t j = 0; j < Q; ++j)
+                        w.plain_accumulator[static_cast<std::size_t>(j * D + sub * n + pos)] += probabilities[j * T + t] * delta;
                 }
             }
-        for (std::int64_t j = 0; j < query_count; ++j) {
+        }
+        for (std::int64_t j = 0; j < Q; ++j) {
             float* out = output + j * D;
             std::copy(&w.plain_accumulator[static_cast<std::size_t>(j * D)],
                       &w.plain_accumulator[static_cast<std::size_t>(j * D)] + D, out);
@@ -650,9 +791,8 @@ private:
                 Eigen::Map<Eigen::ArrayXf>(out + g * n, n) += w.offsets[static_cast<std::size_t>(j * S + g)];
                 for (int slot = 0; slot < 4; ++slot) {
                     if (!slot_used[slot]) continue;
-                    k::from_plane_order(&w.plane_accumulators[static_cast<std::size_t>((slot * query_count + j) * D + g * n)], n,
-                                        k::plane_widths[slot], w.plane_row.data());
-                    Eigen::Map<Eigen::ArrayXf>(out + g * n, n) += Eigen::Map<const Eigen::ArrayXf>(w.plane_row.data(), n);
+                    const float* acc = &w.plane_accumulators[static_cast<std::size_t>((slot * Q + j) * D + g * n)];
+                    k::add_from_plane_order(acc, n, k::plane_widths[slot], out + g * n);
                 }
             }
         }

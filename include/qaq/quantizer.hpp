@@ -13,10 +13,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
 #include "qaq/backend/cpu/cpu_backend.hpp"
+#include "qaq/backend/cpu/simd.hpp"
 #include "qaq/bit_packing.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
@@ -168,6 +170,54 @@ public:
             return true;
         } else {
             (void)params, (void)width, (void)out;
+            return false;
+        }
+    }
+
+    /// The affine forms of `count` groups at once (attention kernels): group i's stored
+    /// parameters are at `parameters + i * group_stride * parameter_bytes()`, its width is
+    /// widths[i]; scales[i] and offsets[i] = centre - bias * scale are set (0 for width 0).
+    /// Returns false (and sets nothing) when the codec has no affine form.
+    bool affine_forms(const std::uint8_t* parameters, std::int64_t group_stride, const int* widths,
+                      std::int64_t count, float* scales, float* offsets) const noexcept {
+        if constexpr (backend::detail::has_affine_form<Storage>::value) {
+            constexpr std::int64_t chunk = 64;
+            float raw[max_parameters * chunk];
+            const int per_group = storage_.stored_parameter_count();
+            const std::int64_t value_bytes = bytes_per_value(storage_.precision);
+            const std::int64_t stride = group_stride * parameter_bytes();
+            for (std::int64_t i0 = 0; i0 < count; i0 += chunk) {
+                const std::int64_t m = std::min(chunk, count - i0);
+                const std::uint8_t* in = parameters + i0 * stride;
+                if (group_stride == 1 && storage_.precision == storage_precision::fp16) {
+                    backend::simd::halves_to_floats(in, m * per_group, raw);
+                } else {
+                    for (std::int64_t i = 0; i < m; ++i)
+                        for (int k = 0; k < per_group; ++k) {
+                            const std::uint8_t* at = in + i * stride + k * value_bytes;
+                            if (storage_.precision == storage_precision::fp16) {
+                                std::uint16_t h;
+                                std::memcpy(&h, at, 2);
+                                raw[i * per_group + k] = backend::simd::half_to_float(h);
+                            } else {
+                                std::memcpy(&raw[i * per_group + k], at, 4);
+                            }
+                        }
+                }
+                for (std::int64_t i = 0; i < m; ++i) {
+                    const int width = widths[i0 + i];
+                    if (width == 0) {
+                        scales[i0 + i] = offsets[i0 + i] = 0.0f;
+                        continue;
+                    }
+                    const affine_code a = storage_.affine(storage_.load(raw + i * per_group, width), width);
+                    scales[i0 + i] = a.scale;
+                    offsets[i0 + i] = a.centre - a.bias * a.scale;
+                }
+            }
+            return true;
+        } else {
+            (void)parameters, (void)group_stride, (void)widths, (void)count, (void)scales, (void)offsets;
             return false;
         }
     }

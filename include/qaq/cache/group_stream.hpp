@@ -112,6 +112,8 @@ public:
 
     // Outliers, read sequentially: `cursor` is the index of group g's first outlier.
     std::int64_t outlier_count(std::int64_t g) const noexcept { return outlier_counts_[g]; }
+    /// Outliers of all groups together (0: no group has any).
+    std::int64_t outlier_total() const noexcept { return outlier_positions_.size(); }
     std::uint32_t outlier_position(std::int64_t cursor) const noexcept { return outlier_positions_[cursor]; }
     float outlier_value(std::int64_t cursor) const noexcept {
         return load_value(precision_, &outlier_values_[static_cast<std::size_t>(cursor * bytes_per_value(precision_))]);

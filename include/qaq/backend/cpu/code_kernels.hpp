@@ -22,6 +22,7 @@
 #define QAQ_CODE_KERNELS_AVX2 0
 #endif
 
+#include "qaq/backend/cpu/simd.hpp"
 #include "qaq/config.hpp"
 
 QAQ_NAMESPACE_BEGIN
@@ -29,7 +30,8 @@ namespace backend::kernels {
 
 /// True when width W has a plane kernel and n codes fill whole 8-byte words.
 inline bool has_plane_kernel(int width, std::int64_t n) noexcept {
-    return (width == 1 || width == 2 || width == 4 || width == 8) && n % (64 / width) == 0;
+    // n % (64 / width) == 0 without a division.
+    return (width == 1 || width == 2 || width == 4 || width == 8) && (n * width) % 64 == 0;
 }
 
 /// Codes per 8-byte word at width W.
@@ -43,14 +45,45 @@ inline std::int64_t plane_position(std::int64_t i, int width) noexcept {
     return word * block + plane * 8 + byte;
 }
 
+/// Position in plane order of code i, for a compile-time width (shifts, no divisions).
+template <int W>
+constexpr std::int64_t plane_position(std::int64_t i) noexcept {
+    constexpr std::int64_t per_byte = 8 / W, block = 64 / W;
+    const std::int64_t within = i % block;
+    return (i - within) + (within % per_byte) * 8 + within / per_byte;
+}
+
 /// out[plane_position(i)] = in[i] for n values.
 inline void to_plane_order(const float* in, std::int64_t n, int width, float* out) noexcept {
-    for (std::int64_t i = 0; i < n; ++i) out[plane_position(i, width)] = in[i];
+    switch (width) {
+        case 1: for (std::int64_t i = 0; i < n; ++i) out[plane_position<1>(i)] = in[i]; break;
+        case 2: for (std::int64_t i = 0; i < n; ++i) out[plane_position<2>(i)] = in[i]; break;
+        case 4: for (std::int64_t i = 0; i < n; ++i) out[plane_position<4>(i)] = in[i]; break;
+        case 8: for (std::int64_t i = 0; i < n; ++i) out[plane_position<8>(i)] = in[i]; break;
+        default: for (std::int64_t i = 0; i < n; ++i) out[plane_position(i, width)] = in[i]; break;
+    }
 }
 
 /// out[i] = in[plane_position(i)] for n values.
 inline void from_plane_order(const float* in, std::int64_t n, int width, float* out) noexcept {
-    for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position(i, width)];
+    switch (width) {
+        case 1: for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position<1>(i)]; break;
+        case 2: for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position<2>(i)]; break;
+        case 4: for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position<4>(i)]; break;
+        case 8: for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position<8>(i)]; break;
+        default: for (std::int64_t i = 0; i < n; ++i) out[i] = in[plane_position(i, width)]; break;
+    }
+}
+
+/// out[i] += in[plane_position(i)] for n values.
+inline void add_from_plane_order(const float* in, std::int64_t n, int width, float* out) noexcept {
+    switch (width) {
+        case 1: for (std::int64_t i = 0; i < n; ++i) out[i] += in[plane_position<1>(i)]; break;
+        case 2: for (std::int64_t i = 0; i < n; ++i) out[i] += in[plane_position<2>(i)]; break;
+        case 4: for (std::int64_t i = 0; i < n; ++i) out[i] += in[plane_position<4>(i)]; break;
+        case 8: for (std::int64_t i = 0; i < n; ++i) out[i] += in[plane_position<8>(i)]; break;
+        default: for (std::int64_t i = 0; i < n; ++i) out[i] += in[plane_position(i, width)]; break;
+    }
 }
 
 namespace detail {
@@ -147,6 +180,256 @@ inline bool axpy_codes(int width, const std::uint8_t* codes, float a, float* acc
         case 4: axpy_codes<4>(codes, a, acc_plane, n); return true;
         case 8: axpy_codes<8>(codes, a, acc_plane, n); return true;
         default: return false;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Many groups per call: the attention kernels of quantized_kv_cache.
+//
+// dot_groups:  dots[i * Q + j] = q_j . c_i          (q_j = q_plane + j * q_stride)
+// axpy_groups: acc_j += sum_i weights[i * Q + j] c_i (acc_j = acc_plane + j * acc_stride)
+//
+// for `count` groups of n codes of width W (codes[i] points at group i's
+// packed codes), all in plane order. One call covers every query head that
+// reads a KV head (GQA), so each group's codes are widened to float once per
+// call, not once per head. The AVX2 versions widen a word with one
+// zero-extending load (vpmovzxbd) and split its planes with vector shifts;
+// axpy_groups keeps a strip of accumulators in registers across the groups.
+// ---------------------------------------------------------------------------
+
+namespace detail {
+
+template <int W>
+inline void dot_groups_scalar(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                              std::int64_t query_count, std::int64_t q_stride, std::int64_t n, float* dots) noexcept {
+    constexpr int planes = 8 / W;
+    const std::int64_t words = n / codes_per_word(W);
+    for (std::int64_t i = 0; i < count; ++i)
+        for (std::int64_t j = 0; j < query_count; ++j) {
+            float acc = 0.0f;
+            for (std::int64_t w = 0; w < words; ++w) {
+                std::uint64_t word;
+                std::memcpy(&word, codes[i] + 8 * w, 8);
+                const float* q = q_plane + j * q_stride + w * codes_per_word(W);
+                for (int k = 0; k < planes; ++k) {
+                    const std::uint64_t p = plane<W>(word, k);
+                    for (int b = 0; b < 8; ++b) acc += q[8 * k + b] * static_cast<float>((p >> (8 * b)) & 0xFFu);
+                }
+            }
+            dots[i * query_count + j] = acc;
+        }
+}
+
+template <int W>
+inline void axpy_groups_scalar(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                               std::int64_t query_count, float* acc_plane, std::int64_t acc_stride,
+                               std::int64_t n) noexcept {
+    constexpr int planes = 8 / W;
+    const std::int64_t words = n / codes_per_word(W);
+    for (std::int64_t i = 0; i < count; ++i)
+        for (std::int64_t j = 0; j < query_count; ++j) {
+            const float a = weights[i * query_count + j];
+            float* acc = acc_plane + j * acc_stride;
+            for (std::int64_t w = 0; w < words; ++w) {
+                std::uint64_t word;
+                std::memcpy(&word, codes[i] + 8 * w, 8);
+                float* out = acc + w * codes_per_word(W);
+                for (int k = 0; k < planes; ++k) {
+                    const std::uint64_t p = plane<W>(word, k);
+                    for (int b = 0; b < 8; ++b) out[8 * k + b] += a * static_cast<float>((p >> (8 * b)) & 0xFFu);
+                }
+            }
+        }
+}
+
+#if QAQ_SIMD_AVX2
+// The planes of one 8-byte word of codes, widened to float: v[k] = plane k.
+template <int W, int K = 0>
+QAQ_TARGET_AVX2 inline void widen_planes(__m256i bytes, __m256* v) noexcept {
+    constexpr int planes = 8 / W;
+    if constexpr (K < planes) {
+        __m256i p = K == 0 ? bytes : _mm256_srli_epi32(bytes, K * W);
+        if constexpr (K + 1 < planes) p = _mm256_and_si256(p, _mm256_set1_epi32((1 << W) - 1));
+        v[K] = _mm256_cvtepi32_ps(p);
+        widen_planes<W, K + 1>(bytes, v);
+    }
+}
+template <int W>
+QAQ_TARGET_AVX2 inline void load_planes(const std::uint8_t* word, __m256* v) noexcept {
+    widen_planes<W>(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(word))), v);
+}
+
+QAQ_TARGET_AVX2 inline float horizontal_sum(__m256 a) noexcept {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+// QC query heads (1..4) at once; four accumulators per head (two word parities x two plane parities).
+template <int W, int QC>
+QAQ_TARGET_AVX2 void dot_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                                     std::int64_t q_stride, std::int64_t n, float* dots,
+                                     std::int64_t dots_stride) noexcept {
+    constexpr int planes = 8 / W;
+    constexpr std::int64_t per_word = codes_per_word(W);
+    const std::int64_t words = n / per_word;
+    for (std::int64_t i = 0; i < count; ++i) {
+        const std::uint8_t* c = codes[i];
+        __m256 acc[QC][4];
+        for (int j = 0; j < QC; ++j)
+            for (int a = 0; a < 4; ++a) acc[j][a] = _mm256_setzero_ps();
+        std::int64_t w = 0;
+        for (; w + 2 <= words; w += 2) {
+            __m256 v[planes], u[planes];
+            load_planes<W>(c + 8 * w, v);
+            load_planes<W>(c + 8 * w + 8, u);
+            for (int k = 0; k < planes; ++k)
+                for (int j = 0; j < QC; ++j) {
+                    const float* q = q_plane + j * q_stride + w * per_word + 8 * k;
+                    acc[j][k & 1] = _mm256_fmadd_ps(v[k], _mm256_loadu_ps(q), acc[j][k & 1]);
+                    acc[j][2 + (k & 1)] = _mm256_fmadd_ps(u[k], _mm256_loadu_ps(q + per_word), acc[j][2 + (k & 1)]);
+                }
+        }
+        if (w < words) {
+            __m256 v[planes];
+            load_planes<W>(c + 8 * w, v);
+            for (int k = 0; k < planes; ++k)
+                for (int j = 0; j < QC; ++j)
+                    acc[j][k & 1] = _mm256_fmadd_ps(
+                        v[k], _mm256_loadu_ps(q_plane + j * q_stride + w * per_word + 8 * k), acc[j][k & 1]);
+        }
+        for (int j = 0; j < QC; ++j)
+            dots[i * dots_stride + j] = horizontal_sum(
+                _mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3])));
+    }
+}
+
+// A strip of NW words x QC heads of accumulators stays in registers while every group adds to it.
+template <int W, int QC, int NW>
+QAQ_TARGET_AVX2 void axpy_strip_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                                     std::int64_t weight_stride, float* strip, std::int64_t acc_stride,
+                                     std::int64_t code_offset) noexcept {
+    constexpr int planes = 8 / W;
+    constexpr int per_word = static_cast<int>(codes_per_word(W));
+    __m256 acc[QC][NW][planes];
+    for (int j = 0; j < QC; ++j)
+        for (int u = 0; u < NW; ++u)
+            for (int k = 0; k < planes; ++k) acc[j][u][k] = _mm256_loadu_ps(strip + j * acc_stride + u * per_word + 8 * k);
+    for (std::int64_t i = 0; i < count; ++i) {
+        const std::uint8_t* c = codes[i] + code_offset;
+        __m256 v[NW][planes];
+        for (int u = 0; u < NW; ++u) load_planes<W>(c + 8 * u, v[u]);
+        for (int j = 0; j < QC; ++j) {
+            const __m256 a = _mm256_broadcast_ss(weights + i * weight_stride + j);
+            for (int u = 0; u < NW; ++u)
+                for (int k = 0; k < planes; ++k) acc[j][u][k] = _mm256_fmadd_ps(a, v[u][k], acc[j][u][k]);
+        }
+    }
+    for (int j = 0; j < QC; ++j)
+        for (int u = 0; u < NW; ++u)
+            for (int k = 0; k < planes; ++k) _mm256_storeu_ps(strip + j * acc_stride + u * per_word + 8 * k, acc[j][u][k]);
+}
+
+template <int W, int QC>
+QAQ_TARGET_AVX2 void axpy_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                                      std::int64_t weight_stride, float* acc_plane, std::int64_t acc_stride,
+                                      std::int64_t n) noexcept {
+    constexpr int planes = 8 / W;
+    // About eight accumulators per strip: enough independent chains to hide the FMA latency.
+    constexpr int NW = (8 / (planes * QC)) > 0 ? (8 / (planes * QC)) : 1;
+    const std::int64_t words = n / codes_per_word(W);
+    std::int64_t w = 0;
+    for (; w + NW <= words; w += NW)
+        axpy_strip_avx2<W, QC, NW>(codes, count, weights, weight_stride, acc_plane + w * codes_per_word(W), acc_stride, 8 * w);
+    if constexpr (NW > 1) {
+        float* strip = acc_plane + w * codes_per_word(W);
+        std::int64_t offset = 8 * w;
+        for (std::int64_t left = words - w; left > 0; --left, strip += codes_per_word(W), offset += 8)
+            axpy_strip_avx2<W, QC, 1>(codes, count, weights, weight_stride, strip, acc_stride, offset);
+    }
+}
+
+template <int W>
+QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                                           std::int64_t query_count, std::int64_t q_stride, std::int64_t n,
+                                           float* dots) noexcept {
+    for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
+        const float* q = q_plane + j0 * q_stride;
+        float* d = dots + j0;
+        switch (query_count - j0) {
+            case 1: dot_groups_avx2<W, 1>(codes, count, q, q_stride, n, d, query_count); break;
+            case 2: dot_groups_avx2<W, 2>(codes, count, q, q_stride, n, d, query_count); break;
+            case 3: dot_groups_avx2<W, 3>(codes, count, q, q_stride, n, d, query_count); break;
+            default: dot_groups_avx2<W, 4>(codes, count, q, q_stride, n, d, query_count); break;
+        }
+    }
+}
+
+template <int W>
+QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count,
+                                            const float* weights, std::int64_t query_count, float* acc_plane,
+                                            std::int64_t acc_stride, std::int64_t n) noexcept {
+    for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
+        const float* wt = weights + j0;
+        float* acc = acc_plane + j0 * acc_stride;
+        switch (query_count - j0) {
+            case 1: axpy_groups_avx2<W, 1>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            case 2: axpy_groups_avx2<W, 2>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            case 3: axpy_groups_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            default: axpy_groups_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
+        }
+    }
+}
+#endif  // QAQ_SIMD_AVX2
+
+}  // namespace detail
+
+/// dots[i * query_count + j] = (q_plane + j * q_stride) . codes of group i, for `count`
+/// groups of n codes of width W in plane order (has_plane_kernel(W, n) must hold).
+template <int W>
+inline void dot_groups(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                       std::int64_t query_count, std::int64_t q_stride, std::int64_t n, float* dots) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        detail::dot_groups_avx2_heads<W>(codes, count, q_plane, query_count, q_stride, n, dots);
+        return;
+    }
+#endif
+    detail::dot_groups_scalar<W>(codes, count, q_plane, query_count, q_stride, n, dots);
+}
+
+/// (acc_plane + j * acc_stride) += sum_i weights[i * query_count + j] * codes of group i,
+/// in plane order, for `count` groups of n codes of width W (has_plane_kernel(W, n) must hold).
+template <int W>
+inline void axpy_groups(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                        std::int64_t query_count, float* acc_plane, std::int64_t acc_stride, std::int64_t n) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        detail::axpy_groups_avx2_heads<W>(codes, count, weights, query_count, acc_plane, acc_stride, n);
+        return;
+    }
+#endif
+    detail::axpy_groups_scalar<W>(codes, count, weights, query_count, acc_plane, acc_stride, n);
+}
+
+/// Runtime width (1, 2, 4 or 8) -> dot_groups / axpy_groups.
+inline void dot_groups(int width, const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                       std::int64_t query_count, std::int64_t q_stride, std::int64_t n, float* dots) noexcept {
+    switch (width) {
+        case 1: dot_groups<1>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 2: dot_groups<2>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 4: dot_groups<4>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        default: dot_groups<8>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+    }
+}
+inline void axpy_groups(int width, const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                        std::int64_t query_count, float* acc_plane, std::int64_t acc_stride, std::int64_t n) noexcept {
+    switch (width) {
+        case 1: axpy_groups<1>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 2: axpy_groups<2>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 4: axpy_groups<4>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        default: axpy_groups<8>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
     }
 }
 
