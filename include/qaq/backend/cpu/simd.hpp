@@ -35,6 +35,9 @@
 
 #if QAQ_SIMD_AVX2
 #include <immintrin.h>
+#if defined(__GNUC__) || defined(__clang__)
+#include <cpuid.h>
+#endif
 #endif
 
 QAQ_NAMESPACE_BEGIN
@@ -44,7 +47,11 @@ namespace detail {
 inline bool cpu_has_avx2() noexcept {
 #if QAQ_SIMD_AVX2 && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (ECX bit 29): clang before 18 has no "f16c" for __builtin_cpu_supports
+    // (an error, which broke the clang-14 fuzz build).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 #elif QAQ_SIMD_AVX2
     return true;  // compiled with /arch:AVX2
 #else
