@@ -20,6 +20,7 @@
 // Unknown fields and wrong types are errors that name the field.
 
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -64,6 +65,10 @@ inline bool get_bool(const nlohmann::json& v, const std::string& place) {
 }
 inline int get_int(const nlohmann::json& v, const std::string& place) {
     QAQ_CHECK(v.is_number_integer(), place, ": expected an integer, got ", v.type_name(), " ", v.dump());
+    // get<int> would wrap a larger integer (4294967300 -> 4) silently.
+    QAQ_CHECK(v.is_number_unsigned() ? v.get<std::uint64_t>() <= 2147483647u
+                                     : v.get<std::int64_t>() >= -2147483647 - 1 && v.get<std::int64_t>() <= 2147483647,
+              place, ": ", v.dump(), " is out of range (expected a 32-bit integer)");
     return v.get<int>();
 }
 inline double get_number(const nlohmann::json& v, const std::string& place) {
@@ -126,7 +131,7 @@ inline qaq::quantizer_config config_from_json(const nlohmann::json& j, qaq::cach
         else if (k == "bits") {
             if (v.is_number_integer()) {
                 c.bits = qaq::bits_kind::fixed;
-                c.fixed_bits = v.get<int>();
+                c.fixed_bits = get_int(v, p);
             } else {
                 const std::string b = get_string(v, p);
                 if (b == "fixed") c.bits = qaq::bits_kind::fixed;

@@ -136,6 +136,8 @@ public:
     }
 
 private:
+    static constexpr std::size_t max_points = 100000;  ///< in the whole grid, after expanding every axis
+
     struct layer_field {
         nlohmann::json value;
         int origin = 0;  // 0: role-specific layer, >0: id of the "both" layer that set it
@@ -257,6 +259,14 @@ private:
                 for (const auto& a : axes) shared = shared || (a.role == -1 && a.field == field && f.origin > 0);
                 if (!shared) axes.push_back({field, r, f.value});
             }
+        // The cartesian product of the axes, refused beyond a size no evaluation grid needs
+        // (a few short arrays in a small file could otherwise ask for billions of points).
+        std::size_t points = 1;
+        for (const auto& a : axes) {
+            QAQ_CHECK(grid_.size() <= max_points && a.values.size() <= (max_points - grid_.size()) / points, place,
+                      ": the axes expand the grid to more than ", max_points, " points");
+            points *= a.values.size();
+        }
         std::vector<std::size_t> index(axes.size(), 0);
         for (;;) {
             nlohmann::json objects[2];

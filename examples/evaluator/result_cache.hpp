@@ -201,7 +201,7 @@ private:
         nlohmann::json j;
         try {
             j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::parse_error& e) {
+        } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
             return std::string("not valid JSON (") + e.what() + ")";
         }
         if (!j.is_object()) return "not a JSON object";

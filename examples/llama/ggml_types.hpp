@@ -34,6 +34,7 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define QAQ_LLAMA_X86_KERNELS 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define QAQ_LLAMA_X86_KERNELS 0
@@ -226,8 +227,11 @@ enum class simd_level { scalar, avx2 };
 
 inline bool cpu_has_avx2() noexcept {
 #if QAQ_LLAMA_X86_KERNELS
-    static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && __builtin_cpu_supports("fma") &&
-                            __builtin_cpu_supports("f16c");
+    // F16C from CPUID leaf 1 (ECX bit 29): clang before 18 has no "f16c" for __builtin_cpu_supports.
+    static const bool has = (__builtin_cpu_init(), __builtin_cpu_supports("avx2")) && __builtin_cpu_supports("fma") && [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+    }();
     return has;
 #else
     return false;

@@ -6,6 +6,9 @@
 //   4  a refused append or prefill leaves the decode-time cache exactly as it was
 //   5  uniform_zero_point with fp16 parameters covers [min, max] within s/2; fp32 unchanged
 //   6  the reference refuses a symmetric zero-point group whose range overflows float32
+//   7  a JSON number beyond double (1e999) is a qaq::error in the evaluator's readers, not std::terminate
+//   8  an experiment config whose axes expand to a huge grid is refused
+//   9  an integer config field beyond int32 is refused instead of wrapping
 
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -15,6 +18,16 @@
 #include <random>
 #include <vector>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "evaluator/config_json.hpp"
+#include "evaluator/datasets/original.hpp"
+#include "evaluator/datasets/text_input.hpp"
+#include "evaluator/experiment_config.hpp"
+#include "evaluator/result_cache.hpp"
 #include "qaq/any_quantizer.hpp"
 #include "qaq/dynamic_quantizer.hpp"
 #include "qaq/kv_cache.hpp"
@@ -389,4 +402,80 @@ TEST_CASE("finding 6: the reference refuses a symmetric zero-point group whose r
         CHECK_FALSE(std::isnan(ref.dequantized[i]));
         CHECK(ref.dequantized[i] == y[i]);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Findings 7-9: the evaluator's parsers (fuzz_datasets, fuzz_result_cache,
+// fuzz_experiment_config; tests/fuzz/regressions/<target>/)
+// ---------------------------------------------------------------------------
+
+TEST_CASE("finding 7: a JSON number beyond double is a qaq::error in every reader", "[hardening]") {
+    // nlohmann::json raises out_of_range (406), not parse_error, for such a number; it used
+    // to escape parse_json and the result cache's line check and end the program.
+    CHECK_THROWS_AS(qaq::eval::datasets::parse_json("{\"a\": 1e999}", "x.json"), qaq::error);
+    CHECK_THROWS_AS(qaq::eval::datasets::parse_qaq_jsonl("{\"context\": \"c\", \"choices\": [\"a\", \"b\"], "
+                                                         "\"answer\": 1e999}\n",
+                                                         "q.jsonl"),
+                    qaq::error);
+    CHECK_THROWS_AS(qaq::eval::datasets::parse_json("{\"name\": 5e555555}", "e.json"), qaq::error);
+
+    // The result cache treats such a line as corrupt: kept aside, the rest used.
+    const std::filesystem::path dir =
+        std::filesystem::temp_directory_path() / ("qaq-hardening-" + std::to_string(static_cast<long>(::getpid())));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const std::filesystem::path file = dir / "results.jsonl";
+    qaq::eval::evaluation_result r;
+    r.questions = 1;
+    r.predictions = {0};
+    const nlohmann::json good = {{"format", qaq::eval::result_format}, {"key", {{"k", 1}}},
+                                 {"result", qaq::eval::to_json(r)}};
+    std::string bad = nlohmann::json{{"format", qaq::eval::result_format}, {"key", {{"k", 2}}},
+                                     {"result", qaq::eval::to_json(r)}}
+                          .dump();
+    bad.replace(bad.find("\"accuracy\":0.0"), 14, "\"accuracy\":1e999");
+    {
+        std::ofstream out(file, std::ios::binary);
+        out << good.dump() << "\n" << bad << "\n";
+    }
+    std::vector<std::string> warnings;
+    qaq::eval::result_cache cache(file.string(), [&](const std::string& w) { warnings.push_back(w); });
+    CHECK(cache.size() == 1);
+    CHECK(cache.aside_files().size() == 1);
+    REQUIRE(warnings.size() == 1);
+    CHECK(warnings[0].find("line 2") != std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("finding 8: an experiment config whose axes expand to a huge grid is refused", "[hardening]") {
+    // Six axes of ten values: 10^6 points from a 300-byte file.
+    nlohmann::json ten = nlohmann::json::array();
+    for (int i = 1; i <= 10; ++i) ten.push_back(i);
+    const nlohmann::json point = {{"method", "m"},
+                                  {"both", {{"fixed_bits", ten}, {"window", ten}}},
+                                  {"key", {{"bits_min", ten}, {"group_dims", ten}}},
+                                  {"value", {{"bits_max", ten}, {"q_norm", ten}}}};
+    const nlohmann::json config = {{"name", "explode"}, {"points", {point}}};
+    try {
+        qaq::eval::json_experiment e(config, "explode.json");
+        FAIL("a grid of 10^6 points was accepted");
+    } catch (const qaq::error& error) {
+        CHECK(std::string(error.what()).find("more than 100000 points") != std::string::npos);
+    }
+    // A grid of ordinary size still expands.
+    const nlohmann::json small = {{"name", "small"},
+                                  {"points", {{{"method", "m"}, {"both", {{"fixed_bits", {2, 4, 8}}}}}}}};
+    CHECK(qaq::eval::json_experiment(small, "small.json").quantizer_list().size() == 3);
+}
+
+TEST_CASE("finding 9: an integer config field beyond int32 is refused, not wrapped", "[hardening]") {
+    using qaq::eval::config_from_json;
+    // 4294967300 = 2^32 + 4 used to become 4 bits.
+    CHECK_THROWS_AS(config_from_json(nlohmann::json{{"bits", 4294967300LL}}, qaq::cache_role::key, "k"), qaq::error);
+    CHECK_THROWS_AS(config_from_json(nlohmann::json{{"fixed_bits", 4294967300LL}}, qaq::cache_role::key, "k"),
+                    qaq::error);
+    CHECK_THROWS_AS(config_from_json(nlohmann::json{{"window", -4294967295LL}}, qaq::cache_role::key, "k"), qaq::error);
+    CHECK_THROWS_AS(config_from_json(nlohmann::json{{"window", 18446744073709551615ULL}}, qaq::cache_role::key, "k"),
+                    qaq::error);
+    CHECK(config_from_json(nlohmann::json{{"bits", 4}}, qaq::cache_role::key, "k").fixed_bits == 4);
 }

@@ -46,11 +46,13 @@ inline std::string where(const std::string& file, std::size_t line) {
 }
 
 /// Parses one JSON document; the error names the place and the parser's complaint.
+/// Every exception of the JSON library becomes a qaq::error: parse_error, and also
+/// out_of_range (406: a number beyond double, e.g. 1e999) that the parser raises too.
 template <class Json = nlohmann::json>
 Json parse_json(const std::string& text, const std::string& place) {
     try {
         return Json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
         throw qaq::error(place + ": not valid JSON (" + e.what() + ")");
     }
 }
