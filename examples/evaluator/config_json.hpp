@@ -172,15 +172,22 @@ inline std::string format_number(double x) {
     return s.str();
 }
 
-/// A short human label: "fp16", "4b", "4b sym g32", "qaq e=0.1 w5 o1%".
+/// A short human label: "fp16", "4b", "4b sym g32", "e=0.1 w5 o1%", "e=0.3 w5 b2-4
+/// zp o1%" (codec shown unless mean-centred, bit range unless 0-8).
 inline std::string short_label(const qaq::quantizer_config& c) {
     if (!c.enabled) return "fp16";
     std::string s;
     if (c.bits == qaq::bits_kind::fixed) s = std::to_string(c.fixed_bits) + "b";
-    else s = "e=" + format_number(c.target_error) + " w" + std::to_string(c.window);
+    else {
+        s = "e=" + format_number(c.target_error) + " w" + std::to_string(c.window);
+        // The presets' range (0..8) is left implicit.
+        if (c.bits_min != 0 || c.bits_max != 8) s += " b" + std::to_string(c.bits_min) + "-" + std::to_string(c.bits_max);
+    }
     if (c.level == qaq::group_level::sub_head) s += " g" + std::to_string(c.group_dims);
     else if (c.level != qaq::group_level::head) s += std::string(" ") + qaq::to_string(c.level);
     if (c.symmetric) s += " sym";
+    if (c.codec == qaq::codec_kind::uniform_zero_point) s += " zp";
+    else if (c.codec == qaq::codec_kind::normal) s += " nq";
     if (c.outlier_ratio > 0) s += " o" + format_number(c.outlier_ratio * 100) + "%";
     return s;
 }

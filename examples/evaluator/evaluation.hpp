@@ -148,10 +148,11 @@ struct evaluation_task {
     std::string dataset;        ///< dataset name as loaded
     std::int64_t n = 0;         ///< questions (0: all)
     std::uint64_t seed = 42;
+    std::string protocol = "prefill";  ///< "prefill" or "decode" (scorer.hpp)
 };
 
-/// The result-cache key: every parameter the result depends on.
-inline nlohmann::json cache_key(const evaluation_task& t, const model_identity& model, const dataset& d) {
+/// The key of a prefill-protocol evaluation (the original's key fields).
+inline nlohmann::json cache_key_prefill(const evaluation_task& t, const model_identity& model, const dataset& d) {
     return {{"qaq_version", qaq::version_string},
             {"protocol", evaluation_protocol_version},
             {"model", {{"name", model.name}, {"sha256", model.sha256}}},
@@ -160,6 +161,14 @@ inline nlohmann::json cache_key(const evaluation_task& t, const model_identity& 
             {"seed", t.seed},
             {"key", canonical_json(t.key)},
             {"value", canonical_json(t.value)}};
+}
+
+/// The result-cache key: every parameter the result depends on.
+inline nlohmann::json cache_key(const evaluation_task& t, const model_identity& model, const dataset& d) {
+    nlohmann::json key = cache_key_prefill(t, model, d);
+    // The decode protocol's results differ; prefill keys stay as they were.
+    if (t.protocol != "prefill") key["mode"] = t.protocol;
+    return key;
 }
 
 /// Accumulates per-question scores into an evaluation_result.
@@ -231,16 +240,75 @@ inline std::vector<const question*> sample(const dataset& d, std::int64_t n, std
     return out;
 }
 
+/// One evaluation of a job: its result, or why it failed.
+struct evaluation_attempt {
+    bool ok = false;
+    evaluation_result result;
+    std::string error;
+};
+
+/// Runs several evaluations over the same questions, question by question:
+/// attempt i is the evaluation of pairs[i]. The scorer sees every pair of a
+/// question at once (score_all), so it can share the full-precision work.
+/// When score_all throws, the pairs are tried one by one on that question:
+/// a pair that fails is reported with its error and dropped, the others go
+/// on. `on_question` (optional) is called after each question.
+inline std::vector<evaluation_attempt> evaluate_all(multiple_choice_scorer& scorer,
+                                                    const std::vector<const question*>& questions,
+                                                    const std::vector<quantizer_pair>& pairs,
+                                                    const std::function<void()>& on_question = {}) {
+    QAQ_CHECK(!pairs.empty(), "evaluate_all needs at least one quantizer pair");
+    std::vector<result_accumulator> acc(pairs.size());
+    std::vector<evaluation_attempt> out(pairs.size());
+    std::vector<std::size_t> alive(pairs.size());
+    for (std::size_t i = 0; i < pairs.size(); ++i) alive[i] = i;
+    auto fail = [&](std::size_t i, const std::string& why) {
+        out[i].error = why;
+        alive.erase(std::find(alive.begin(), alive.end(), i));
+    };
+    for (const question* q : questions) {
+        if (alive.empty()) break;
+        std::vector<quantizer_pair> now;
+        for (std::size_t i : alive) now.push_back(pairs[i]);
+        std::vector<choice_scores> scores;
+        bool together = true;
+        try {
+            scores = scorer.score_all(q->context, q->choices, now);
+            QAQ_CHECK(scores.size() == now.size(), "question ", q->id, ": the scorer returned ", scores.size(),
+                      " results for ", now.size(), " quantizer pairs");
+        } catch (const std::exception&) {
+            together = false;
+        }
+        const std::vector<std::size_t> current = alive;
+        for (std::size_t k = 0; k < current.size(); ++k) {
+            const std::size_t i = current[k];
+            try {
+                if (together) acc[i].add(*q, scores[k]);
+                else acc[i].add(*q, scorer.score(q->context, q->choices, pairs[i].key, pairs[i].value));
+            } catch (const std::exception& e) {
+                fail(i, e.what());
+            }
+        }
+        if (on_question) on_question();
+    }
+    for (std::size_t i : alive) {
+        try {
+            out[i].result = acc[i].finish();
+            out[i].ok = true;
+        } catch (const std::exception& e) {
+            out[i].error = e.what();
+        }
+    }
+    return out;
+}
+
 /// Runs one evaluation. `on_question` (optional) is called after each question.
 inline evaluation_result evaluate(multiple_choice_scorer& scorer, const std::vector<const question*>& questions,
                                   const qaq::quantizer_config& key, const qaq::quantizer_config& value,
                                   const std::function<void()>& on_question = {}) {
-    result_accumulator acc;
-    for (const question* q : questions) {
-        acc.add(*q, scorer.score(q->context, q->choices, key, value));
-        if (on_question) on_question();
-    }
-    return acc.finish();
+    evaluation_attempt a = std::move(evaluate_all(scorer, questions, {quantizer_pair{key, value}}, on_question).front());
+    if (!a.ok) throw qaq::error(a.error);
+    return a.result;
 }
 
 }  // namespace qaq::eval

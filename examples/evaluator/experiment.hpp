@@ -54,6 +54,9 @@ struct experiment_settings {
     std::vector<std::string> datasets = {"piqa"};
     std::int64_t n = 100;  ///< questions per evaluation; 0 = all
     std::uint64_t seed = 42;
+    /// "prefill" (the paper's protocol) or "decode" (choices decoded token by
+    /// token over the packed cache with a rebalance per step; scorer.hpp).
+    std::string protocol = "prefill";
 };
 
 struct output_options {
@@ -97,6 +100,10 @@ struct run_context {
     int progress_tty = -1;               ///< -1: isatty(2)
     std::ostream* log = &std::cerr;      ///< messages (failures, summary)
     std::int64_t exit_after_results = -1;  ///< test hook: _Exit(137) after this many appends (a simulated kill)
+    /// Evaluations on the same questions (dataset, n, seed) run together as
+    /// one job of at most this many, question by question, so the model's
+    /// full-precision work is shared. A kill loses at most the jobs in flight.
+    std::size_t bundle_size = 8;
 };
 
 struct run_summary {
@@ -144,7 +151,8 @@ public:
         }
         for (const std::string& d : s.datasets)
             for (const grid_point& p : grid)
-                out.push_back({name(), p.method, p.label, p.approximation, p.note, p.key, p.value, d, s.n, s.seed});
+                out.push_back({name(), p.method, p.label, p.approximation, p.note, p.key, p.value, d, s.n, s.seed,
+                               s.protocol});
         return out;
     }
 
@@ -189,50 +197,78 @@ public:
                 } else if (first_of_key.count(id) == 0) {
                     first_of_key[id] = i;
                     pending.push_back(i);
-                    pending_questions += static_cast<std::int64_t>(sample_of(i).size());
                 }
             }
         }
+        // Jobs: pending evaluations grouped by their questions, at most bundle_size each.
+        QAQ_CHECK(ctx.bundle_size >= 1, "bundle size is 0; expected >= 1");
+        std::vector<std::vector<std::size_t>> jobs;
+        {
+            std::map<const std::vector<const question*>*, std::size_t> open;  // sample -> job being filled
+            for (std::size_t i : pending) {
+                auto it = open.find(task_sample[i]);
+                if (it == open.end() || jobs[it->second].size() >= ctx.bundle_size) {
+                    jobs.emplace_back();
+                    it = open.insert_or_assign(task_sample[i], jobs.size() - 1).first;
+                    pending_questions += static_cast<std::int64_t>(sample_of(i).size());
+                }
+                jobs[it->second].push_back(i);
+            }
+        }
+        std::vector<std::size_t> job_ids(jobs.size());
+        for (std::size_t j = 0; j < jobs.size(); ++j) job_ids[j] = j;
         progress bar(*ctx.log, pending_questions, static_cast<std::int64_t>(pending.size()),
                      summary.primary && ctx.show_progress && !pending.empty(), ctx.progress_tty);
         std::int64_t appended = 0;
-        const task_function run_task = [&](multiple_choice_scorer& scorer, std::size_t i,
+        const task_function run_task = [&](multiple_choice_scorer& scorer, std::size_t j,
                                            const std::function<void()>& on_question) {
-            QAQ_CHECK(i < all.size(), "task index ", i, " is out of range (", all.size(), " tasks)");
-            return evaluate(scorer, sample_of(i), all[i].key, all[i].value, on_question);
+            QAQ_CHECK(j < jobs.size(), "job index ", j, " is out of range (", jobs.size(), " jobs)");
+            std::vector<quantizer_pair> pairs;
+            for (std::size_t i : jobs[j]) pairs.push_back({all[i].key, all[i].value});
+            scorer.set_protocol(all[jobs[j].front()].protocol);
+            return evaluate_all(scorer, sample_of(jobs[j].front()), pairs, on_question);
         };
         const auto on_done = [&](const task_outcome& o) {
-            QAQ_CHECK(o.task < all.size(), "a worker reported task ", o.task, "; there are ", all.size(), " tasks");
-            evaluation_record& r = records[o.task];
-            if (o.ok) {
-                char host[256] = {0};
-                ::gethostname(host, sizeof host - 1);
-                const nlohmann::json meta = {{"experiment", all[o.task].experiment},
-                                             {"method", all[o.task].method},
-                                             {"label", all[o.task].label},
-                                             {"dataset_source", sets[o.task]->source},
-                                             {"worker", o.worker},
-                                             {"host", host},
-                                             {"pid", static_cast<long long>(::getpid())},
-                                             {"seconds", o.seconds},
-                                             {"finished_unix", static_cast<long long>(std::time(nullptr))}};
-                ctx.cache->append(keys[o.task], o.result, meta);
-                r.ok = true;
-                r.result = o.result;
-                ++summary.computed;
-                ++appended;
-            } else {
-                r.ok = false;
-                r.error = o.error;
-                ++summary.failed;
-                *ctx.log << "\nqaq-eval: evaluation failed (" << all[o.task].method << " / " << all[o.task].label
-                         << " on " << all[o.task].dataset << ", " << o.worker << "): " << o.error << "\n";
-            }
-            bar.task_done(all[o.task].method + " / " + all[o.task].label + " on " + all[o.task].dataset, o.ok,
-                          o.remote ? static_cast<std::int64_t>(sample_of(o.task).size()) : 0);
-            if (ctx.exit_after_results >= 0 && appended >= ctx.exit_after_results) {
-                ctx.log->flush();
-                std::_Exit(137);
+            QAQ_CHECK(o.task < jobs.size(), "a worker reported job ", o.task, "; there are ", jobs.size(), " jobs");
+            const std::vector<std::size_t>& job = jobs[o.task];
+            const bool complete = o.ok && o.results.size() == job.size();
+            for (std::size_t k = 0; k < job.size(); ++k) {
+                const std::size_t i = job[k];
+                evaluation_record& r = records[i];
+                if (complete && o.results[k].ok) {
+                    char host[256] = {0};
+                    ::gethostname(host, sizeof host - 1);
+                    const nlohmann::json meta = {{"experiment", all[i].experiment},
+                                                 {"method", all[i].method},
+                                                 {"label", all[i].label},
+                                                 {"dataset_source", sets[i]->source},
+                                                 {"worker", o.worker},
+                                                 {"host", host},
+                                                 {"pid", static_cast<long long>(::getpid())},
+                                                 {"seconds", o.seconds},
+                                                 {"job_size", job.size()},
+                                                 {"finished_unix", static_cast<long long>(std::time(nullptr))}};
+                    ctx.cache->append(keys[i], o.results[k].result, meta);
+                    r.ok = true;
+                    r.result = o.results[k].result;
+                    ++summary.computed;
+                    ++appended;
+                } else {
+                    r.ok = false;
+                    r.error = !o.ok      ? o.error
+                              : complete ? o.results[k].error
+                                         : "the worker returned " + std::to_string(o.results.size()) +
+                                               " results for a job of " + std::to_string(job.size());
+                    ++summary.failed;
+                    *ctx.log << "\nqaq-eval: evaluation failed (" << all[i].method << " / " << all[i].label << " on "
+                             << all[i].dataset << ", " << o.worker << "): " << r.error << "\n";
+                }
+                bar.task_done(all[i].method + " / " + all[i].label + " on " + all[i].dataset, r.ok,
+                              o.remote && k == 0 ? static_cast<std::int64_t>(sample_of(i).size()) : 0);
+                if (ctx.exit_after_results >= 0 && appended >= ctx.exit_after_results) {
+                    ctx.log->flush();
+                    std::_Exit(137);
+                }
             }
         };
         {
@@ -240,7 +276,7 @@ public:
             for (const auto& k : keys) digest.update(k.dump()).update("\n");
             ctx.executor->agree(digest.hex());
         }
-        ctx.executor->execute(pending, run_task, on_done, [&] { bar.question_done(); });
+        ctx.executor->execute(job_ids, run_task, on_done, [&] { bar.question_done(); });
         bar.finish();
         if (!summary.primary) return summary;
         // Grid points that share a key with a computed one.

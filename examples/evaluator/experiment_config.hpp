@@ -27,9 +27,10 @@
 // axis values are appended). "approximation": true and "note" mark a point that
 // only approximates its method. "kv" takes the example programs' KV spec
 // strings (examples/common/kv_spec.hpp; one or an array) instead of key/value/
-// both; "fp32" is refused (the evaluator's baseline is the FP16 cache) and
-// q_norm=auto takes the preset q_norm (--q-norm) until the model scorer can
-// calibrate it.
+// both; "fp32" is refused (the evaluator's baseline is the FP16 cache).
+// A key formula (bits "attention"/key_query_norm) whose object has no q_norm,
+// or "q_norm": "auto", and a kv string with q_norm=auto, take the run's q_norm
+// (--q-norm; by default calibrated on the model).
 
 #include <map>
 #include <memory>
@@ -286,9 +287,16 @@ private:
                 varying += std::string(varying.empty() ? "" : " ") + (axes[a].role == 0 ? "K." : axes[a].role == 1 ? "V." : "") +
                            axes[a].field + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
             }
+            // A key formula without q_norm (or with "auto") takes the run's (--q-norm).
+            bool key_q_norm_auto = objects[0].is_object() && !objects[0].contains("q_norm");
+            if (objects[0].is_object() && objects[0].contains("q_norm") && objects[0]["q_norm"] == "auto") {
+                objects[0].erase("q_norm");
+                key_q_norm_auto = true;
+            }
             grid_point g;
             g.method = method;
             g.key = config_from_json(objects[0], qaq::cache_role::key, place + ".key");
+            if (key_q_norm_auto && g.key.bits == qaq::bits_kind::key_query_norm) g.key.q_norm = presets.q_norm;
             g.value = config_from_json(objects[1], qaq::cache_role::value, place + ".value");
             g.label = label.empty() ? pair_label(g.key, g.value) : (varying.empty() ? label : label + " " + varying);
             g.approximation = approximation;

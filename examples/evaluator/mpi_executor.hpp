@@ -7,7 +7,7 @@
 // MPI_THREAD_FUNNELED).
 //
 // Protocol (payloads are JSON text):
-//   worker -> 0  tag 1  {"type":"ready"} | {"type":"result","task":i,"ok":...,"result":{...}|"error":"...",...}
+//   worker -> 0  tag 1  {"type":"ready"} | {"type":"result","task":i,"ok":...,"results":[{"ok":true,"result":{...}}|{"ok":false,"error":"..."},...]|"error":"...",...}
 //   0 -> worker  tag 2  {"task": i}      tag 3  stop (empty)
 // Before any task, all ranks build their scorer and agree (MPI_Allreduce);
 // if one cannot, every rank stops and rank 0 reports each failing device.
@@ -178,7 +178,7 @@ private:
                 o.worker = "rank 0 " + device_.text;
                 const auto start = std::chrono::steady_clock::now();
                 try {
-                    o.result = run(scorer, task, [&] {
+                    o.results = run(scorer, task, [&] {
                         std::lock_guard<std::mutex> lock(mutex);
                         if (on_question) on_question();
                     });
@@ -215,7 +215,15 @@ private:
                 o.ok = message.value("ok", false);
                 if (o.ok) {
                     try {
-                        o.result = result_from_json(message["result"]);
+                        const nlohmann::json& results = message.at("results");
+                        QAQ_CHECK(results.is_array(), "\"results\" must be an array");
+                        for (const auto& r : results) {
+                            evaluation_attempt a;
+                            a.ok = r.at("ok").get<bool>();
+                            if (a.ok) a.result = result_from_json(r.at("result"));
+                            else a.error = r.at("error").get<std::string>();
+                            o.results.push_back(std::move(a));
+                        }
                     } catch (const std::exception& e) {
                         o.ok = false;
                         o.error = std::string("rank ") + std::to_string(from) + " sent an unreadable result: " + e.what();
@@ -251,7 +259,11 @@ private:
                                     {"worker", "rank " + std::to_string(rank_) + " " + device_.text}};
             const auto start = std::chrono::steady_clock::now();
             try {
-                reply["result"] = to_json(run(scorer, task, [] {}));
+                nlohmann::json results = nlohmann::json::array();
+                for (const evaluation_attempt& a : run(scorer, task, [] {}))
+                    results.push_back(a.ok ? nlohmann::json{{"ok", true}, {"result", to_json(a.result)}}
+                                           : nlohmann::json{{"ok", false}, {"error", a.error}});
+                reply["results"] = std::move(results);
                 reply["ok"] = true;
             } catch (const std::exception& e) {
                 reply["ok"] = false;

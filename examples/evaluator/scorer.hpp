@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "evaluator/question.hpp"
+#include "qaq/error.hpp"
 #include "qaq/quantizer_config.hpp"
 
 namespace qaq::eval {
@@ -75,11 +76,38 @@ struct choice_scores {
     cache_size key_size, value_size;
 };
 
+/// One key/value quantizer pair.
+struct quantizer_pair {
+    qaq::quantizer_config key, value;
+};
+
 class multiple_choice_scorer {
 public:
     virtual ~multiple_choice_scorer() = default;
     virtual choice_scores score(const std::string& context, const std::vector<std::string>& choices,
                                 const qaq::quantizer_config& key, const qaq::quantizer_config& value) = 0;
+
+    /// Which protocol the following calls run: "prefill" (QAQ-METHOD section
+    /// 9: the context's cache quantized once, each choice run as one batch
+    /// over it) or "decode" (the context's cache quantized, then each choice
+    /// decoded token by token over the packed cache, observing attention and
+    /// rebalancing after every token: the generation-time protocol of section
+    /// 8). A scorer that cannot run a protocol refuses it here.
+    virtual void set_protocol(const std::string& protocol) {
+        QAQ_CHECK(protocol == "prefill", "protocol \"", protocol, "\": this scorer runs only the prefill protocol");
+    }
+
+    /// The same question under several pairs: element i equals
+    /// score(context, choices, pairs[i].key, pairs[i].value). A scorer that
+    /// can share work between pairs (the model's full-precision pass, batched
+    /// products) overrides it; the default asks score() once per pair.
+    virtual std::vector<choice_scores> score_all(const std::string& context, const std::vector<std::string>& choices,
+                                                 const std::vector<quantizer_pair>& pairs) {
+        std::vector<choice_scores> out;
+        out.reserve(pairs.size());
+        for (const quantizer_pair& p : pairs) out.push_back(score(context, choices, p.key, p.value));
+        return out;
+    }
 };
 
 /// Identifies the model in result-cache keys.

@@ -119,20 +119,21 @@ inline std::vector<device_spec> parse_devices(const std::string& text) {
     return out;
 }
 
-/// The outcome of one task.
+/// The outcome of one job (a bundle of evaluations that share their questions).
 struct task_outcome {
-    std::size_t task = 0;
+    std::size_t task = 0;                   ///< the job's index
     bool ok = false;
-    evaluation_result result;
+    std::vector<evaluation_attempt> results; ///< one per evaluation of the job, in order (when ok)
     std::string error;
     double seconds = 0.0;
     std::string worker;  ///< e.g. "cpu#1" or "rank 2 cpu#0"
     bool remote = false; ///< computed by another MPI rank (its questions were not reported one by one)
 };
 
-/// Runs task `task` on `scorer`, calling on_question after each question.
-using task_function =
-    std::function<evaluation_result(multiple_choice_scorer& scorer, std::size_t task, const std::function<void()>& on_question)>;
+/// Runs job `task` on `scorer`, calling on_question after each question;
+/// returns one result per evaluation of the job.
+using task_function = std::function<std::vector<evaluation_attempt>(
+    multiple_choice_scorer& scorer, std::size_t task, const std::function<void()>& on_question)>;
 
 class task_executor {
 public:
@@ -207,7 +208,7 @@ public:
                     out.worker = worker_name(devices_[w], w);
                     const auto start = std::chrono::steady_clock::now();
                     try {
-                        out.result = run(*scorer, task, [&] {
+                        out.results = run(*scorer, task, [&] {
                             if (!on_question) return;
                             std::lock_guard<std::mutex> lock(mutex);
                             on_question();

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "common/kv_spec.hpp"
+#include "llama/calibration.hpp"
 #include "llama/gguf.hpp"
 #include "llama/model.hpp"
 #include "llama/model_config.hpp"
@@ -236,19 +237,6 @@ int max_window(const kv_spec& s) {
     return w;
 }
 
-// q_norm=auto: the 90th percentile of |q|^2 / head_dim (the squared norm of
-// the query as the softmax sees it, q / sqrt(D)) over every layer, head and
-// position of a full-precision prefill.
-double calibrate_q_norm(const llama_model& model, const std::vector<std::int32_t>& tokens) {
-    prefill_options o;
-    o.keep_query_norms = true;
-    o.logits_from = static_cast<std::int64_t>(tokens.size());
-    prefill_result r = model.prefill(tokens, o);
-    std::vector<float>& v = r.query_norms;
-    const std::size_t k = static_cast<std::size_t>(0.9 * static_cast<double>(v.size() - 1));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-    return static_cast<double>(v[k]) / static_cast<double>(model.config().head_dim);
-}
 
 void resolve_auto(kv_spec& spec, const llama_model& model, const std::vector<std::int32_t>& tokens) {
     if (!spec.key_q_norm_auto) return;

@@ -158,8 +158,27 @@ public:
 
     /// Rows [first, first + count) as floats, row-major [count x cols].
     void dequantize(std::int64_t first, std::int64_t count, float* out) const {
+        if (dense_) {
+            std::copy(dense_->data() + first * cols_, dense_->data() + (first + count) * cols_, out);
+            return;
+        }
         for (std::int64_t r = 0; r < count; ++r) dequantize_row(type_, data_ + (first + r) * row_bytes_, out + r * cols_, cols_);
     }
+
+    /// Keeps a float32 copy (4 bytes per weight) so that batched products
+    /// multiply it directly instead of dequantizing slabs on every call: for
+    /// callers that run many short batches (the evaluator). Vector products
+    /// still read the blocks (fewer bytes per token).
+    void keep_dense_copy() {
+        if (dense_) return;
+        auto copy = std::make_shared<std::vector<float>>(static_cast<std::size_t>(rows_ * cols_));
+        parallel_ranges(rows_, 8, true, [&](std::int64_t a, std::int64_t b) {
+            for (std::int64_t r = a; r < b; ++r)
+                dequantize_row(type_, data_ + r * row_bytes_, copy->data() + r * cols_, cols_);
+        });
+        dense_ = std::move(copy);
+    }
+    bool has_dense_copy() const noexcept { return static_cast<bool>(dense_); }
 
     /// y = W x for a prepared x (see prepared_vector), over all threads when large enough.
     void multiply(const dot_operand& x, float* y) const {
@@ -190,10 +209,17 @@ public:
             }
             return;
         }
+        const Eigen::Map<const column_matrix> x(X, cols_, n);
+        if (dense_) {
+            const Eigen::Map<const row_matrix> w(dense_->data(), rows_, cols_);
+            Eigen::Map<column_matrix, 0, Eigen::OuterStride<>> y(Y, rows_, n, Eigen::OuterStride<>(ldy));
+            if (accumulate) y.noalias() += w * x;
+            else y.noalias() = w * x;
+            return;
+        }
         // Slabs of rows of at most ~4 MiB of floats: dequantize, then GEMM.
         const std::int64_t slab = std::max<std::int64_t>(64, (std::int64_t{1} << 20) / cols_ / 64 * 64);
         scratch.resize(static_cast<std::size_t>(std::min(slab, rows_) * cols_));
-        const Eigen::Map<const column_matrix> x(X, cols_, n);
         for (std::int64_t first = 0; first < rows_; first += slab) {
             const std::int64_t count = std::min(slab, rows_ - first);
             parallel_ranges(count, 8, count * cols_ >= (1 << 15), [&](std::int64_t a, std::int64_t b) {
@@ -211,6 +237,7 @@ private:
     std::int64_t rows_ = 0, cols_ = 0, row_bytes_ = 0;
     const std::uint8_t* data_ = nullptr;
     std::string name_;
+    std::shared_ptr<const std::vector<float>> dense_;  // shared by copies (tied embeddings)
 };
 
 /// y_i = W_i x for several matrices that read the same x (q, k and v; gate
@@ -494,6 +521,13 @@ struct prefill_result {
     }
 };
 
+/// One sequence of llama_model::extend_batch: new tokens continuing its own cache.
+struct extend_job {
+    const std::vector<std::int32_t>* tokens = nullptr;
+    float_kv_cache* cache = nullptr;
+    prefill_options options;
+};
+
 /// What one decode step can hand back besides the logits.
 struct decode_trace {
     std::vector<float> attention;  ///< [layers][heads][T] probabilities of this step (T = tokens after it)
@@ -505,9 +539,18 @@ struct decode_trace {
 // The model
 // ---------------------------------------------------------------------------
 
+struct model_options {
+    /// Keep a float32 copy of every weight matrix (4 bytes per weight: 540 MB
+    /// for a 135M model) so batched passes skip dequantization. Worth it when
+    /// a program runs many short batches (the evaluator); single-token
+    /// decode does not use it.
+    bool dense_weights = false;
+};
+
 class llama_model {
 public:
-    explicit llama_model(const gguf_file& f) : file_(f), config_(llama_config::from_gguf(f)) {
+    explicit llama_model(const gguf_file& f, const model_options& options = {})
+        : file_(f), config_(llama_config::from_gguf(f)) {
         const llama_config& c = config_;
         embeddings_ = weight_matrix(f, "token_embd.weight", c.embedding, c.vocab);
         output_ = c.tied_embeddings ? embeddings_ : weight_matrix(f, "output.weight", c.embedding, c.vocab);
@@ -525,6 +568,13 @@ public:
             w.gate = weight_matrix(f, b + "ffn_gate.weight", c.embedding, c.feed_forward);
             w.up = weight_matrix(f, b + "ffn_up.weight", c.embedding, c.feed_forward);
             w.down = weight_matrix(f, b + "ffn_down.weight", c.feed_forward, c.embedding);
+        }
+        if (options.dense_weights) {
+            embeddings_.keep_dense_copy();
+            if (c.tied_embeddings) output_ = embeddings_;
+            else output_.keep_dense_copy();
+            for (layer_weights& w : layers_)
+                for (weight_matrix* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) m->keep_dense_copy();
         }
         inverse_frequencies_.resize(static_cast<std::size_t>(c.head_dim / 2));
         for (std::int64_t i = 0; i < c.head_dim / 2; ++i)
@@ -565,44 +615,75 @@ public:
     /// least the first new one).
     prefill_result extend(const std::vector<std::int32_t>& tokens, float_kv_cache& cache,
                           const prefill_options& o = {}) const {
+        std::vector<prefill_result> r = extend_batch({extend_job{&tokens, &cache, o}});
+        return std::move(r.front());
+    }
+
+    /// Several independent sequences in one pass: each job extends its own
+    /// cache exactly as extend() would, but the weight products run once over
+    /// the columns of all jobs (a wider, cheaper GEMM per weight read). Used
+    /// to score every choice of a question under several caches at once.
+    std::vector<prefill_result> extend_batch(const std::vector<extend_job>& jobs) const {
         const llama_config& c = config_;
-        const std::int64_t n = static_cast<std::int64_t>(tokens.size());
-        QAQ_CHECK(n >= 1, "prefill needs at least one token");
-        for (auto t : tokens) check_token(t);
-        const std::int64_t P = cache.tokens(), T = P + n;
-        QAQ_CHECK(T <= cache.capacity(), "prefill of ", n, " tokens after ", P, " cached ones exceeds the cache capacity ",
-                  cache.capacity());
-        QAQ_CHECK(cache.layers() == c.layers && cache.kv_heads() == c.kv_heads && cache.head_dim() == c.head_dim,
-                  "the float cache does not have this model's shape");
         const std::int64_t E = c.embedding, D = c.head_dim, H = c.heads, Hk = c.kv_heads, F = c.feed_forward;
         const std::int64_t group = H / Hk;
-        const std::int64_t R = o.attention_rows < 0 ? n : std::min(o.attention_rows, n);
-
-        prefill_result r;
-        r.tokens = T;
-        r.vocab = c.vocab;
-        if (R > 0) {
-            r.attention_dims = attention_shape{c.layers, 1, H, R, T};
-            r.attention.assign(static_cast<std::size_t>(c.layers * H * R * T), 0.0f);
+        const std::size_t J = jobs.size();
+        QAQ_CHECK(J >= 1, "extend_batch needs at least one sequence");
+        // Per job: first column, new tokens, cached tokens before, rows kept.
+        std::vector<std::int64_t> first(J), count(J), past(J), rows(J);
+        std::int64_t N = 0;
+        for (std::size_t j = 0; j < J; ++j) {
+            const extend_job& job = jobs[j];
+            QAQ_CHECK(job.tokens && job.cache, "extend_batch: sequence ", j, " has no tokens or no cache");
+            const std::int64_t n = static_cast<std::int64_t>(job.tokens->size());
+            QAQ_CHECK(n >= 1, "prefill needs at least one token");
+            for (auto t : *job.tokens) check_token(t);
+            const float_kv_cache& cache = *job.cache;
+            QAQ_CHECK(cache.layers() == c.layers && cache.kv_heads() == c.kv_heads && cache.head_dim() == c.head_dim,
+                      "the float cache does not have this model's shape");
+            const std::int64_t P = cache.tokens();
+            QAQ_CHECK(P + n <= cache.capacity(), "prefill of ", n, " tokens after ", P,
+                      " cached ones exceeds the cache capacity ", cache.capacity());
+            for (std::size_t i = 0; i < j; ++i)
+                QAQ_CHECK(jobs[i].cache != job.cache, "extend_batch: sequences ", i, " and ", j, " share one cache");
+            first[j] = N, count[j] = n, past[j] = P;
+            rows[j] = job.options.attention_rows < 0 ? n : std::min(job.options.attention_rows, n);
+            N += n;
         }
-        if (o.keep_query_norms) r.query_norms.resize(static_cast<std::size_t>(c.layers * H * n));
 
-        column_matrix x(E, n), h(E, n), q(c.q_dim(), n), k(c.kv_dim(), n), v(c.kv_dim(), n), att(c.q_dim(), n);
-        column_matrix gate(F, n), up(F, n);
+        std::vector<prefill_result> results(J);
+        for (std::size_t j = 0; j < J; ++j) {
+            prefill_result& r = results[j];
+            r.tokens = past[j] + count[j];
+            r.vocab = c.vocab;
+            if (rows[j] > 0) {
+                r.attention_dims = attention_shape{c.layers, 1, H, rows[j], r.tokens};
+                r.attention.assign(static_cast<std::size_t>(c.layers * H * rows[j] * r.tokens), 0.0f);
+            }
+            if (jobs[j].options.keep_query_norms) r.query_norms.resize(static_cast<std::size_t>(c.layers * H * count[j]));
+        }
+
+        column_matrix x(E, N), h(E, N), q(c.q_dim(), N), k(c.kv_dim(), N), v(c.kv_dim(), N), att(c.q_dim(), N);
+        column_matrix gate(F, N), up(F, N);
         std::vector<float> scratch;
-        for (std::int64_t t = 0; t < n; ++t) embeddings_.dequantize(tokens[static_cast<std::size_t>(t)], 1, x.col(t).data());
-
-        // cos/sin per new position and pair.
-        std::vector<float> cosines(static_cast<std::size_t>(n * D / 2)), sines(cosines.size());
-        for (std::int64_t t = 0; t < n; ++t) rope_table(P + t, cosines.data() + t * D / 2, sines.data() + t * D / 2);
+        // cos/sin per column (its sequence's position) and pair.
+        std::vector<float> cosines(static_cast<std::size_t>(N * D / 2)), sines(cosines.size());
+        for (std::size_t j = 0; j < J; ++j)
+            for (std::int64_t t = 0; t < count[j]; ++t) {
+                const std::int64_t col = first[j] + t;
+                embeddings_.dequantize((*jobs[j].tokens)[static_cast<std::size_t>(t)], 1, x.col(col).data());
+                rope_table(past[j] + t, cosines.data() + col * D / 2, sines.data() + col * D / 2);
+            }
+        // (sequence, query head) pairs: the attention's unit of parallel work.
+        const std::int64_t pairs = static_cast<std::int64_t>(J) * H;
 
         for (std::int64_t l = 0; l < c.layers; ++l) {
             const layer_weights& w = layers_[static_cast<std::size_t>(l)];
             rms_norm(x, w.attention_norm, h);
-            w.q.multiply(h.data(), n, q.data(), q.rows(), false, scratch);
-            w.k.multiply(h.data(), n, k.data(), k.rows(), false, scratch);
-            w.v.multiply(h.data(), n, v.data(), v.rows(), false, scratch);
-            parallel_ranges(n, 1, n >= 16, [&](std::int64_t a, std::int64_t b) {
+            w.q.multiply(h.data(), N, q.data(), q.rows(), false, scratch);
+            w.k.multiply(h.data(), N, k.data(), k.rows(), false, scratch);
+            w.v.multiply(h.data(), N, v.data(), v.rows(), false, scratch);
+            parallel_ranges(N, 1, N >= 16, [&](std::int64_t a, std::int64_t b) {
                 for (std::int64_t t = a; t < b; ++t) {
                     const float* cs = cosines.data() + t * D / 2;
                     const float* sn = sines.data() + t * D / 2;
@@ -610,22 +691,29 @@ public:
                     for (std::int64_t hh = 0; hh < Hk; ++hh) rotate(k.col(t).data() + hh * D, cs, sn);
                 }
             });
-            if (o.keep_query_norms)
-                for (std::int64_t hh = 0; hh < H; ++hh)
-                    for (std::int64_t t = 0; t < n; ++t)
-                        r.query_norms[static_cast<std::size_t>((l * H + hh) * n + t)] =
-                            q.col(t).segment(hh * D, D).squaredNorm();
-            for (std::int64_t t = 0; t < n; ++t) cache.append(l, k.col(t).data(), v.col(t).data());
+            for (std::size_t j = 0; j < J; ++j) {
+                if (jobs[j].options.keep_query_norms)
+                    for (std::int64_t hh = 0; hh < H; ++hh)
+                        for (std::int64_t t = 0; t < count[j]; ++t)
+                            results[j].query_norms[static_cast<std::size_t>((l * H + hh) * count[j] + t)] =
+                                q.col(first[j] + t).segment(hh * D, D).squaredNorm();
+                for (std::int64_t t = 0; t < count[j]; ++t)
+                    jobs[j].cache->append(l, k.col(first[j] + t).data(), v.col(first[j] + t).data());
+            }
 
-            // Causal attention over the cache, one query head per task:
-            // S [T x n] = K Q_h, new token i sees positions 0..P+i.
+            // Causal attention over each sequence's cache, one (sequence, query
+            // head) per task: S [T x n] = K Q_h, new token i sees positions 0..P+i.
             const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-            parallel_ranges(H, 1, n >= 8, [&](std::int64_t a, std::int64_t b) {
-                column_matrix s(T, n);
-                for (std::int64_t hh = a; hh < b; ++hh) {
-                    const std::int64_t g = hh / group;
+            parallel_ranges(pairs, 1, N >= 8, [&](std::int64_t a, std::int64_t b) {
+                column_matrix s;
+                for (std::int64_t pair = a; pair < b; ++pair) {
+                    const std::size_t j = static_cast<std::size_t>(pair / H);
+                    const std::int64_t hh = pair % H, g = hh / group;
+                    const std::int64_t n = count[j], P = past[j], T = P + n, R = rows[j];
+                    const float_kv_cache& cache = *jobs[j].cache;
                     const Eigen::Map<const row_matrix> K(cache.key(l, g, 0), T, D), V(cache.value(l, g, 0), T, D);
-                    s.noalias() = K * q.middleRows(hh * D, D);
+                    s.resize(T, n);
+                    s.noalias() = K * q.block(hh * D, first[j], D, n);
                     for (std::int64_t i = 0; i < n; ++i) {
                         auto col = s.col(i).head(P + i + 1).array();
                         col *= scale;
@@ -633,45 +721,68 @@ public:
                         col /= col.sum();
                         s.col(i).tail(n - i - 1).setZero();
                     }
-                    att.middleRows(hh * D, D).noalias() = V.transpose() * s;
+                    att.block(hh * D, first[j], D, n).noalias() = V.transpose() * s;
                     for (std::int64_t row = 0; row < R; ++row) {
-                        float* dst = r.attention.data() + ((l * H + hh) * R + row) * T;
+                        float* dst = results[j].attention.data() + ((l * H + hh) * R + row) * T;
                         const float* src = s.col(n - R + row).data();
                         std::copy(src, src + T, dst);
                     }
                 }
             });
-            w.o.multiply(att.data(), n, x.data(), E, true, scratch);
+            w.o.multiply(att.data(), N, x.data(), E, true, scratch);
 
             rms_norm(x, w.ffn_norm, h);
-            w.gate.multiply(h.data(), n, gate.data(), F, false, scratch);
-            w.up.multiply(h.data(), n, up.data(), F, false, scratch);
+            w.gate.multiply(h.data(), N, gate.data(), F, false, scratch);
+            w.up.multiply(h.data(), N, up.data(), F, false, scratch);
             gate.array() = gate.array() / (1.0f + (-gate.array()).exp()) * up.array();
-            w.down.multiply(gate.data(), n, x.data(), E, true, scratch);
-        }
-        if (o.keep_kv) {
-            r.kv = kv_shape{c.layers, 1, Hk, T, D};
-            r.keys.resize(static_cast<std::size_t>(r.kv.element_count()));
-            r.values.resize(r.keys.size());
-            for (std::int64_t l = 0; l < c.layers; ++l)
-                for (std::int64_t g = 0; g < Hk; ++g) {
-                    const std::size_t at = static_cast<std::size_t>((l * Hk + g) * T * D);
-                    std::copy(cache.key(l, g, 0), cache.key(l, g, 0) + T * D, r.keys.data() + at);
-                    std::copy(cache.value(l, g, 0), cache.value(l, g, 0) + T * D, r.values.data() + at);
-                }
+            w.down.multiply(gate.data(), N, x.data(), E, true, scratch);
         }
 
-        const std::int64_t from = o.logits_from < 0 ? T - 1 : std::min(std::max(o.logits_from, P), T);
-        r.logits_from = from;
-        const std::int64_t count = T - from;
-        if (count > 0) {
-            column_matrix last = x.rightCols(count);
-            column_matrix normed(E, count);
-            rms_norm(last, output_norm_, normed);
-            r.logits.resize(static_cast<std::size_t>(count * c.vocab));
-            output_.multiply(normed.data(), count, r.logits.data(), c.vocab, false, scratch);
+        // Logits: the wanted columns of every sequence through one output product.
+        std::vector<std::int64_t> from(J), wanted(J);
+        std::int64_t total = 0;
+        for (std::size_t j = 0; j < J; ++j) {
+            const std::int64_t P = past[j], T = P + count[j], lf = jobs[j].options.logits_from;
+            from[j] = lf < 0 ? T - 1 : std::min(std::max(lf, P), T);
+            wanted[j] = T - from[j];
+            total += wanted[j];
         }
-        return r;
+        column_matrix normed(E, std::max<std::int64_t>(total, 1));
+        std::vector<float> logits;
+        if (total > 0) {
+            column_matrix last(E, total);
+            std::int64_t at = 0;
+            for (std::size_t j = 0; j < J; ++j) {
+                if (wanted[j] > 0) last.middleCols(at, wanted[j]) = x.middleCols(first[j] + count[j] - wanted[j], wanted[j]);
+                at += wanted[j];
+            }
+            normed.resize(E, total);
+            rms_norm(last, output_norm_, normed);
+            logits.resize(static_cast<std::size_t>(total * c.vocab));
+            output_.multiply(normed.data(), total, logits.data(), c.vocab, false, scratch);
+        }
+        std::int64_t at = 0;
+        for (std::size_t j = 0; j < J; ++j) {
+            prefill_result& r = results[j];
+            r.logits_from = from[j];
+            if (wanted[j] > 0)
+                r.logits.assign(logits.begin() + at * c.vocab, logits.begin() + (at + wanted[j]) * c.vocab);
+            at += wanted[j];
+            if (jobs[j].options.keep_kv) {
+                const float_kv_cache& cache = *jobs[j].cache;
+                const std::int64_t T = r.tokens;
+                r.kv = kv_shape{c.layers, 1, Hk, T, D};
+                r.keys.resize(static_cast<std::size_t>(r.kv.element_count()));
+                r.values.resize(r.keys.size());
+                for (std::int64_t l = 0; l < c.layers; ++l)
+                    for (std::int64_t g = 0; g < Hk; ++g) {
+                        const std::size_t o = static_cast<std::size_t>((l * Hk + g) * T * D);
+                        std::copy(cache.key(l, g, 0), cache.key(l, g, 0) + T * D, r.keys.data() + o);
+                        std::copy(cache.value(l, g, 0), cache.value(l, g, 0) + T * D, r.values.data() + o);
+                    }
+            }
+        }
+        return results;
     }
 
     // ---- decode -------------------------------------------------------------

@@ -78,7 +78,8 @@ struct harness {
         answers = make_answer_key({d});
     }
 
-    run_summary run(const experiment& e, int workers, std::int64_t n = 0, const std::string& results = "results.jsonl") {
+    run_summary run(const experiment& e, int workers, std::int64_t n = 0, const std::string& results = "results.jsonl",
+                    std::size_t bundle = 8) {
         result_cache cache((dir.path / results).string(), [this](const std::string& m) { warnings.push_back(m); });
         std::vector<device_spec> devices(static_cast<std::size_t>(workers), parse_devices("cpu")[0]);
         thread_executor executor(devices, [this](const device_spec&, int) {
@@ -96,6 +97,7 @@ struct harness {
         ctx.output.table = &table;
         ctx.show_progress = false;
         ctx.log = &log;
+        ctx.bundle_size = bundle;
         return e.run(ctx);
     }
 };
@@ -360,4 +362,60 @@ TEST_CASE("eval: a failing evaluation is reported, the others complete", "[eval]
     CHECK_THAT(h.log.str(), Contains("evaluation failed (uniform / K 2b / V 2b on fixture"));
     CHECK_THAT(h.table.str(), Contains("FAILED: qaq: simulated failure"));
     CHECK(cache.size() == 3);  // failures are not cached: the next run retries them
+}
+
+TEST_CASE("eval: bundled evaluations give what one evaluation per job gives", "[eval][experiment]") {
+    harness h;
+    const auto e = make_preset("key-vs-value");  // 17 points on one sample
+    const run_summary one = h.run(*e, 2, 0, "one.jsonl", 1);
+    const run_summary bundled = h.run(*e, 2, 0, "bundled.jsonl", 5);  // jobs of 5, 5, 5, 2
+    REQUIRE(one.records.size() == 17);
+    REQUIRE(bundled.records.size() == 17);
+    CHECK(one.computed == 17);
+    CHECK(bundled.computed == 17);
+    for (std::size_t i = 0; i < 17; ++i) {
+        CHECK(bundled.records[i].task.label == one.records[i].task.label);
+        CHECK(to_json(bundled.records[i].result) == to_json(one.records[i].result));
+    }
+}
+
+TEST_CASE("eval: a pair that fails on one question fails alone inside its job", "[eval][experiment]") {
+    // score_all throws for the whole question when any pair fails; the job then
+    // scores that question pair by pair and drops only the failing pair.
+    fake_scorer reference;
+    struct picky final : multiple_choice_scorer {
+        fake_scorer inner;
+        int scored = 0;
+        choice_scores score(const std::string& c, const std::vector<std::string>& ch, const qaq::quantizer_config& k,
+                            const qaq::quantizer_config& v) override {
+            if (k.enabled && k.fixed_bits == 2 && c == fixture_questions().questions[3].context)
+                throw qaq::error("no 2-bit keys for question 3");
+            return inner.score(c, ch, k, v);
+        }
+        std::vector<choice_scores> score_all(const std::string& c, const std::vector<std::string>& ch,
+                                             const std::vector<quantizer_pair>& pairs) override {
+            std::vector<choice_scores> out;
+            for (const auto& p : pairs) out.push_back(score(c, ch, p.key, p.value));
+            return out;
+        }
+    } scorer;
+    const dataset d = fixture_questions();
+    std::vector<const question*> questions;
+    for (const auto& q : d.questions) questions.push_back(&q);
+    const auto K = qaq::cache_role::key, V = qaq::cache_role::value;
+    const std::vector<quantizer_pair> pairs = {{configs::uniform(K, 4), configs::uniform(V, 4)},
+                                               {configs::uniform(K, 2), configs::uniform(V, 2)},
+                                               {configs::fp16(K), configs::fp16(V)}};
+    int reported = 0;
+    const std::vector<evaluation_attempt> got = evaluate_all(scorer, questions, pairs, [&] { ++reported; });
+    REQUIRE(got.size() == 3);
+    CHECK(reported == static_cast<int>(questions.size()));
+    CHECK_FALSE(got[1].ok);
+    CHECK_THAT(got[1].error, Contains("no 2-bit keys for question 3"));
+    for (std::size_t i : {0u, 2u}) {
+        REQUIRE(got[i].ok);
+        const evaluation_result alone = evaluate(reference, questions, pairs[i].key, pairs[i].value);
+        CHECK(to_json(got[i].result) == to_json(alone));
+    }
+    CHECK_THROWS_WITH(evaluate(scorer, questions, pairs[1].key, pairs[1].value), Contains("no 2-bit keys"));
 }

@@ -78,13 +78,15 @@ TEST_CASE("eval: thread workers share one queue, each with its own scorer", "[ev
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
             q();
-            evaluation_result r;
-            r.questions = static_cast<std::int64_t>(task);
-            return r;
+            evaluation_attempt a;
+            a.ok = true;
+            a.result.questions = static_cast<std::int64_t>(task);
+            return std::vector<evaluation_attempt>{a};
         },
         [&](const task_outcome& o) {
             CHECK(o.ok);
-            CHECK(o.result.questions == static_cast<std::int64_t>(o.task));
+            REQUIRE(o.results.size() == 1);
+            CHECK(o.results[0].result.questions == static_cast<std::int64_t>(o.task));
             CHECK(done.insert(o.task).second);  // each task exactly once
         },
         [&] { ++questions; });
@@ -102,7 +104,7 @@ TEST_CASE("eval: a device that cannot start stops the run before any task", "[ev
     int ran = 0;
     CHECK_THROWS_WITH(ex.execute({1, 2, 3}, [&](multiple_choice_scorer&, std::size_t, const std::function<void()>&) {
         ++ran;
-        return evaluation_result{};
+        return std::vector<evaluation_attempt>{};
     }, [](const task_outcome&) {}, {}),
                       Contains("cannot start the workers:") && Contains("device cuda:0@40GiB (worker 1)") &&
                           Contains("not available in this build"));

@@ -351,3 +351,76 @@ TEST_CASE("llama model: an unsupported tensor type is an error that names it", "
     CHECK_THROWS_WITH(llama_model(f), Catch::Contains("output_norm.weight") && Catch::Contains("I32") &&
                                           Catch::Contains("retyped.gguf"));
 }
+
+TEST_CASE("llama forward: extend_batch equals one extend per sequence, dense weights or not", "[llama][forward]") {
+    gguf_file file = gguf_file::open(fixture("tiny-llama.gguf"));
+    const auto tokens = load_tokens("tiny-llama");
+    REQUIRE(tokens.size() >= 12);
+    model_options dense;
+    dense.dense_weights = true;
+    const llama_model blocks(file), floats(file, dense);
+    const std::int64_t V = blocks.config().vocab;
+
+    // Three sequences: different prefixes (0, 3 and 5 cached tokens), lengths
+    // and options; one keeps only its last logits and no attention.
+    const std::vector<std::int32_t> prefix(tokens.begin(), tokens.begin() + 5);
+    const std::vector<std::vector<std::int32_t>> news = {
+        {tokens.begin(), tokens.begin() + 6}, {tokens.begin() + 3, tokens.begin() + 7}, {tokens.begin() + 5, tokens.end()}};
+    const std::vector<std::int64_t> cached = {0, 3, 5};
+    auto options = [](std::size_t j) {
+        prefill_options o;
+        o.keep_kv = j != 1;
+        o.attention_rows = j == 2 ? -1 : (j == 1 ? 0 : 2);
+        o.logits_from = j == 1 ? -1 : 0;
+        o.keep_query_norms = j == 0;
+        return o;
+    };
+    auto fresh_caches = [&](const llama_model& m) {
+        std::vector<float_kv_cache> caches;
+        for (std::size_t j = 0; j < 3; ++j) {
+            caches.emplace_back(m.config(), 32);
+            if (cached[j] > 0)
+                m.extend(std::vector<std::int32_t>(prefix.begin(), prefix.begin() + cached[j]), caches.back());
+        }
+        return caches;
+    };
+
+    for (const llama_model* m : {&blocks, &floats}) {
+        std::vector<float_kv_cache> one = fresh_caches(*m), batch = fresh_caches(*m);
+        std::vector<prefill_result> expected;
+        for (std::size_t j = 0; j < 3; ++j) expected.push_back(m->extend(news[j], one[j], options(j)));
+        std::vector<extend_job> jobs;
+        for (std::size_t j = 0; j < 3; ++j) jobs.push_back(extend_job{&news[j], &batch[j], options(j)});
+        const std::vector<prefill_result> got = m->extend_batch(jobs);
+        REQUIRE(got.size() == 3);
+        for (std::size_t j = 0; j < 3; ++j) {
+            INFO("sequence " << j);
+            CHECK(got[j].tokens == expected[j].tokens);
+            CHECK(batch[j].tokens() == one[j].tokens());
+            CHECK(got[j].logits_from == expected[j].logits_from);
+            REQUIRE(got[j].logits.size() == expected[j].logits.size());
+            CHECK(relative_error(got[j].logits, expected[j].logits) < 2e-5);
+            CHECK(got[j].keys.size() == expected[j].keys.size());
+            if (!expected[j].keys.empty()) {
+                CHECK(relative_error(got[j].keys, expected[j].keys) < 1e-5);
+                CHECK(relative_error(got[j].values, expected[j].values) < 1e-5);
+            }
+            CHECK(got[j].attention_dims.rows == expected[j].attention_dims.rows);
+            REQUIRE(got[j].attention.size() == expected[j].attention.size());
+            if (!expected[j].attention.empty()) CHECK(relative_error(got[j].attention, expected[j].attention) < 1e-5);
+            REQUIRE(got[j].query_norms.size() == expected[j].query_norms.size());
+            if (!expected[j].query_norms.empty()) CHECK(relative_error(got[j].query_norms, expected[j].query_norms) < 1e-5);
+        }
+        // Two jobs on one cache would interleave their tokens: refused.
+        float_kv_cache shared(m->config(), 32);
+        CHECK_THROWS_WITH(m->extend_batch({extend_job{&news[0], &shared, {}}, extend_job{&news[1], &shared, {}}}),
+                          Catch::Contains("share one cache"));
+        CHECK_THROWS_WITH(m->extend_batch({}), Catch::Contains("at least one sequence"));
+    }
+    // The float copy and the blocks give the same model.
+    const prefill_result a = blocks.prefill(tokens, options(2)), b = floats.prefill(tokens, options(2));
+    CHECK(relative_error(a.logits, b.logits) < 2e-5);
+    CHECK(floats.layers()[0].q.has_dense_copy());
+    CHECK_FALSE(blocks.layers()[0].q.has_dense_copy());
+    (void)V;
+}
