@@ -125,6 +125,22 @@ total_start=$SECONDS
 run_stage "asan (build + ctest)" asan_stage
 run_stage "fuzz (build + ctest -L fuzz)" fuzz_stage
 
+# Executions per fuzz target (libFuzzer's final statistics, kept by run_fuzz_target.cmake).
+fuzz_work=build-fuzz/tests/fuzz/work
+if [ -d "$fuzz_work" ]; then
+    say "Fuzz targets: executions in ${fuzz_seconds} s each"
+    for stats in "$fuzz_work"/*/stats.txt; do
+        [ -e "$stats" ] || continue
+        name="$(basename "$(dirname "$stats")")"
+        executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$stats")"
+        rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$stats")"
+        rss="$(sed -n 's/^stat::peak_rss_mb: *//p' "$stats")"
+        crashes="$(find "$fuzz_work/$name/artifacts" -type f 2>/dev/null | wc -l)"
+        printf '  fuzz.%-20s %10s executions  %7s/s  peak RSS %5s MB  crash inputs: %s\n' \
+            "$name" "${executions:-?}" "${rate:-?}" "${rss:-?}" "$crashes"
+    done
+fi
+
 say "Summary"
 failed=0
 for i in "${!stage_names[@]}"; do

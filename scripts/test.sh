@@ -90,8 +90,25 @@ if [ "${QAQ_SETUP_ONLY:-0}" = "1" ]; then
     exit 0
 fi
 
+# CUDA: with a toolkit (nvcc on PATH or in /usr/local/cuda/bin) the CUDA tests
+# and benchmarks are built, explicitly, so that a toolkit CMake fails to use is
+# an error rather than a silent skip. Without one they are skipped, and said so.
+cuda_args=()
+nvcc_path="$(command -v nvcc 2>/dev/null || true)"
+if [ -z "$nvcc_path" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+    nvcc_path=/usr/local/cuda/bin/nvcc
+fi
+if [ -n "$nvcc_path" ]; then
+    say "CUDA: $nvcc_path found; building the CUDA tests and benchmarks (QAQ_ENABLE_CUDA=ON)"
+    cuda_args=(-DQAQ_ENABLE_CUDA=ON)
+    # CMakeLists.txt points CUDACXX at /usr/local/cuda/bin/nvcc when nvcc is not on PATH.
+else
+    say "CUDA: SKIPPED - no nvcc on PATH or in /usr/local/cuda/bin; the CUDA tests and benchmarks are not built (QAQ_ENABLE_CUDA=OFF)"
+    cuda_args=(-DQAQ_ENABLE_CUDA=OFF)
+fi
+
 say "Configuring (build/, Release)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$python_executable"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DPython3_EXECUTABLE=$python_executable" "${cuda_args[@]}"
 
 say "Building with $(nproc) jobs"
 cmake --build build -j"$(nproc)"
