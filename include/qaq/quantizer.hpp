@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,13 @@
 #include "qaq/types.hpp"
 
 QAQ_NAMESPACE_BEGIN
+
+namespace outliers {
+struct none;
+}
+namespace storage {
+struct uniform_zero_point;
+}
 
 template <class Bits, class Outliers, class Storage, class Backend = backend::cpu>
 class quantizer {
@@ -267,53 +275,51 @@ public:
         std::vector<float> predicted;
         if constexpr (Bits::needs_attention) predicted = predicted_attention(attention, cache.shape, bits_.window());
 
-        const std::int64_t value_bytes = bytes_per_value(out.precision);
         out.widths.resize(static_cast<std::size_t>(groups));
         out.parameters.resize(static_cast<std::size_t>(groups * parameter_bytes()));
-        out.codes.reserve(static_cast<std::size_t>(groups * packed_code_bytes(n, bits_.bits_max())));
+        out.codes.resize(static_cast<std::size_t>(groups * packed_code_bytes(n, bits_.bits_max())));  // trimmed below
         out.outlier_counts = packed_uint_array(static_cast<std::uint64_t>(n));
         out.outlier_positions = packed_uint_array(static_cast<std::uint64_t>(n - 1));
 
-        std::vector<float> values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n));
-        std::vector<std::uint8_t> is_outlier(static_cast<std::size_t>(n));
-        std::vector<std::uint32_t> codes(static_cast<std::size_t>(n));
-        std::int64_t total_outliers = 0;
-
-        for (std::int64_t g = 0; g < groups; ++g) {
-            layout.gather(cache, g, values.data());
-            const group_statistics stats = analyze(values.data(), n, is_outlier.data(), scratch.data());
-            const group_box box = layout.box(g);
-            float attention_max = 0.0f;
-            if constexpr (Bits::needs_attention) {
-                for (std::int64_t l = box.layer_begin; l < box.layer_end; ++l)
-                    for (std::int64_t h = box.head_begin; h < box.head_end; ++h)
-                        attention_max = std::max(
-                            attention_max, predicted[predicted_attention_index(cache.shape, box.batch, box.token, l, h)]);
-            }
-            const int width = choose_bits(range(stats), attention_max, cache.shape.tokens, box.token);
-            out.widths[g] = static_cast<std::uint8_t>(width);
-
-            const std::size_t at = out.codes.size();
-            out.codes.resize(at + static_cast<std::size_t>(packed_code_bytes(n, width)));
-            const codec_parameters params =
-                encode(values.data(), is_outlier.data(), n, stats, width, codes.data(), out.codes.data() + at);
-            store_parameters(params, out.parameters.data() + g * parameter_bytes());
-
-            const std::int64_t outlier_count = n - stats.count;
-            out.outlier_counts.push_back(static_cast<std::uint32_t>(outlier_count));
-            if (outlier_count > 0) {
-                for (std::int64_t i = 0; i < n; ++i) {
-                    if (!is_outlier[i]) continue;
-                    check_outlier_value(values[i]);
-                    out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
-                    const std::size_t vat = out.outlier_values.size();
-                    out.outlier_values.resize(vat + static_cast<std::size_t>(value_bytes));
-                    store_value(out.precision, values[i], &out.outlier_values[vat]);
+        quantize_state st(n, groups);
+        const kv_shape& s = cache.shape;
+        if ((level_ == group_level::head || level_ == group_level::sub_head) && cache.strides[4] == 1) {
+            // Each group is a contiguous run of the cache: encoded where it lies, no gather, no
+            // group_layout::box (divisions) per group.
+            const std::int64_t subs = s.head_dim / n;
+            std::int64_t g = 0;
+            for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t t = 0; t < s.tokens; ++t)
+                    for (std::int64_t l = 0; l < s.layers; ++l)
+                        for (std::int64_t h = 0; h < s.heads; ++h) {
+                            float attention_max = 0.0f;
+                            if constexpr (Bits::needs_attention)
+                                attention_max = std::max(attention_max, predicted[predicted_attention_index(s, b, t, l, h)]);
+                            const float* row = &cache(l, b, h, t, 0);
+                            // Consecutive groups lie in different heads (rows far apart): fetch this
+                            // row's successor a few tokens ahead, which hardware prefetchers miss.
+                            if (t + prefetch_tokens < s.tokens) prefetch_row(row + prefetch_tokens * cache.strides[3], s.head_dim);
+                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g)
+                                quantize_group(row + sub * n, n, g, attention_max, s.tokens, t, st, out);
+                        }
+        } else {
+            for (std::int64_t g = 0; g < groups; ++g) {
+                layout.gather(cache, g, st.values.data());
+                const group_box box = layout.box(g);
+                float attention_max = 0.0f;
+                if constexpr (Bits::needs_attention) {
+                    for (std::int64_t l = box.layer_begin; l < box.layer_end; ++l)
+                        for (std::int64_t h = box.head_begin; h < box.head_end; ++h)
+                            attention_max = std::max(attention_max, predicted[predicted_attention_index(s, box.batch, box.token, l, h)]);
                 }
-                total_outliers += outlier_count;
+                quantize_group(st.values.data(), n, g, attention_max, s.tokens, box.token, st, out);
             }
         }
-        if (total_outliers == 0) out.outlier_counts.clear();  // nothing to index: hold no bytes for it
+        if (st.total_outliers > 0) {  // otherwise nothing to index: hold no bytes for the counts
+            out.outlier_counts.reserve(groups);
+            for (std::int64_t g = 0; g < groups; ++g) out.outlier_counts.push_back(st.counts[static_cast<std::size_t>(g)]);
+        }
+        out.codes.resize(static_cast<std::size_t>(st.code_offset));
         out.codes.shrink_to_fit();
         out.outlier_counts.shrink_to_fit();
         out.outlier_positions.shrink_to_fit();
@@ -330,28 +336,119 @@ public:
                       packed.precision == storage_.precision,
                   "packed cache was written by a codec with a different parameter layout");
         const std::int64_t n = layout.group_size();
-        const std::int64_t value_bytes = bytes_per_value(packed.precision);
         std::vector<float> values(static_cast<std::size_t>(n));
         std::vector<std::uint32_t> codes(static_cast<std::size_t>(n));
-        std::int64_t code_offset = 0, outlier_cursor = 0;
-        const bool has_outliers = !packed.outlier_counts.empty();
-        for (std::int64_t g = 0; g < layout.group_count(); ++g) {
-            const int width = packed.widths[g];
-            const codec_parameters params =
-                load_parameters(packed.parameters.data() + g * parameter_bytes(), width);
-            decode(packed.codes.data() + code_offset, n, width, params, codes.data(), values.data());
-            code_offset += packed_code_bytes(n, width);
-            if (has_outliers) {
-                const std::int64_t count = packed.outlier_counts[g];
-                for (std::int64_t k = 0; k < count; ++k, ++outlier_cursor)
-                    values[packed.outlier_positions[outlier_cursor]] = load_value(
-                        packed.precision, &packed.outlier_values[static_cast<std::size_t>(outlier_cursor * value_bytes)]);
+        dequantize_state st{0, 0};
+        const kv_shape& s = out.shape;
+        const group_level level = layout.level();
+        if ((level == group_level::head || level == group_level::sub_head) && out.strides[4] == 1) {
+            // Each group decodes straight into its contiguous run of the output.
+            const std::int64_t subs = s.head_dim / n;
+            std::int64_t g = 0;
+            for (std::int64_t b = 0; b < s.batch; ++b)
+                for (std::int64_t t = 0; t < s.tokens; ++t)
+                    for (std::int64_t l = 0; l < s.layers; ++l)
+                        for (std::int64_t h = 0; h < s.heads; ++h) {
+                            float* row = &out(l, b, h, t, 0);
+                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g)
+                                dequantize_group(packed, g, n, codes.data(), row + sub * n, st);
+                        }
+        } else {
+            for (std::int64_t g = 0; g < layout.group_count(); ++g) {
+                dequantize_group(packed, g, n, codes.data(), values.data(), st);
+                layout.scatter(values.data(), g, out);
             }
-            layout.scatter(values.data(), g, out);
         }
     }
 
 private:
+    // Running state of quantize(): scratch, per-group outlier counts, the code cursor.
+    struct quantize_state {
+        std::vector<float> values, scratch;
+        std::vector<std::uint8_t> is_outlier;
+        std::vector<std::uint32_t> codes, counts;
+        std::int64_t code_offset = 0, total_outliers = 0;
+        quantize_state(std::int64_t n, std::int64_t groups)
+            : values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n)),
+              is_outlier(static_cast<std::size_t>(n)),
+              codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)) {}
+    };
+
+    static constexpr std::int64_t prefetch_tokens = 4;
+    static void prefetch_row(const float* row, std::int64_t n) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+        for (std::int64_t i = 0; i < n; i += 16) __builtin_prefetch(row + i, 0, 3);
+#else
+        (void)row, (void)n;
+#endif
+    }
+
+    // The uniform zero-point codec never reads the mean (fit and range use min, max, max|x|).
+    static constexpr bool codec_reads_mean = !std::is_same_v<Storage, ::qaq::storage::uniform_zero_point>;
+
+    // Quantizes group g (n contiguous values at x) into `out`.
+    void quantize_group(const float* x, std::int64_t n, std::int64_t g, float attention_max, std::int64_t tokens,
+                        std::int64_t token, quantize_state& st, packed_tensor& out) const {
+        group_statistics stats;
+        bool dense = false;
+        if constexpr (std::is_same_v<Outliers, ::qaq::outliers::none> && std::is_same_v<Backend, backend::cpu> &&
+                      !Storage::needs_std) {
+            // No outlier policy to run: one pass gives min, max (and the sum when the codec reads
+            // the mean), and finds non-finite values, which take the general path below.
+            double sum = 0.0;
+            if (backend::affine::dense_statistics(x, n, codec_reads_mean, stats.min, stats.max, sum)) {
+                stats.count = n;
+                stats.mean = codec_reads_mean ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
+                stats.absmax = std::max(std::fabs(stats.min), std::fabs(stats.max));
+                dense = true;
+            }
+        }
+        if (!dense) stats = analyze(x, n, st.is_outlier.data(), st.scratch.data());
+        const int width = choose_bits(range(stats), attention_max, tokens, token);
+        out.widths[static_cast<std::size_t>(g)] = static_cast<std::uint8_t>(width);
+        const codec_parameters params = storage_.fit(stats, width);
+        // The CPU backend takes a null mask for "no outliers" (no scan of n zero bytes).
+        Backend::encode(storage_, params, width, x, dense ? nullptr : st.is_outlier.data(), n, st.codes.data(),
+                        out.codes.data() + st.code_offset);
+        st.code_offset += packed_code_bytes(n, width);
+        store_parameters(params, out.parameters.data() + g * parameter_bytes());
+
+        const std::int64_t outlier_count = n - stats.count;
+        st.counts[static_cast<std::size_t>(g)] = static_cast<std::uint32_t>(outlier_count);
+        if (outlier_count > 0) {
+            const std::int64_t value_bytes = bytes_per_value(out.precision);
+            for (std::int64_t i = 0; i < n; ++i) {
+                if (!st.is_outlier[static_cast<std::size_t>(i)]) continue;
+                check_outlier_value(x[i]);
+                out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+                const std::size_t vat = out.outlier_values.size();
+                out.outlier_values.resize(vat + static_cast<std::size_t>(value_bytes));
+                store_value(out.precision, x[i], &out.outlier_values[vat]);
+            }
+            st.total_outliers += outlier_count;
+        }
+    }
+
+    struct dequantize_state {
+        std::int64_t code_offset, outlier_cursor;
+    };
+
+    // Decodes group g into n floats at `values`, exact outliers restored.
+    void dequantize_group(const packed_tensor& packed, std::int64_t g, std::int64_t n, std::uint32_t* codes, float* values,
+                          dequantize_state& st) const {
+        const int width = packed.widths[static_cast<std::size_t>(g)];
+        const codec_parameters params = load_parameters(packed.parameters.data() + g * parameter_bytes(), width);
+        decode(packed.codes.data() + st.code_offset, n, width, params, codes, values);
+        st.code_offset += packed_code_bytes(n, width);
+        if (!packed.outlier_counts.empty()) {
+            const std::int64_t value_bytes = bytes_per_value(packed.precision);
+            const std::int64_t count = packed.outlier_counts[g];
+            for (std::int64_t k = 0; k < count; ++k, ++st.outlier_cursor)
+                values[packed.outlier_positions[st.outlier_cursor]] = load_value(
+                    packed.precision, &packed.outlier_values[static_cast<std::size_t>(st.outlier_cursor * value_bytes)]);
+        }
+    }
+
     Bits bits_;
     Outliers outliers_;
     Storage storage_;

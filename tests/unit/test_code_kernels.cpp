@@ -211,3 +211,177 @@ TEST_CASE("attend over packed codes: SIMD kernels equal the scalar path", "[kern
         }
     }
 }
+
+namespace {
+
+// Values whose quotients (x - centre) / scale sit on or next to rounding ties, plus ordinary ones.
+std::vector<float> tie_values(std::mt19937& rng, std::int64_t n, const qaq::affine_code& a) {
+    std::uniform_real_distribution<float> u(a.lowest - 2.0f, a.highest + 2.0f);
+    std::vector<float> x(static_cast<std::size_t>(n));
+    for (auto& v : x) {
+        const int kind = static_cast<int>(rng() % 4);
+        const float q = kind == 0 ? u(rng) : std::floor(u(rng)) + 0.5f;
+        v = a.centre + q * a.scale;
+        if (kind == 2) v = std::nextafter(v, HUGE_VALF);
+        if (kind == 3) v = std::nextafter(v, -HUGE_VALF);
+    }
+    return x;
+}
+
+}  // namespace
+
+TEST_CASE("affine encode + pack: SIMD codes equal the scalar definition at every width", "[kernels]") {
+    namespace affine = qaq::backend::affine;
+    std::mt19937 rng(17);
+    for (int trial = 0; trial < 400; ++trial) {
+        const int width = 1 + trial % 16;
+        const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 200);  // not a multiple of 8 or 32 in general
+        qaq::affine_code a;
+        const bool mean_centred = rng() % 2;
+        const float half = static_cast<float>(1u << (width - 1));
+        a.centre = std::normal_distribution<float>(0.0f, 3.0f)(rng);
+        a.scale = std::exp(std::uniform_real_distribution<float>(-8.0f, 2.0f)(rng));
+        if (trial % 50 == 7) a.scale = 1e-40f;  // subnormal: 1/scale overflows
+        a.lowest = mean_centred ? -half : 0.0f;
+        a.highest = mean_centred ? half - 1.0f : static_cast<float>((1u << width) - 1u);
+        a.bias = mean_centred ? half : 0.0f;
+        auto x = tie_values(rng, n, a);
+        std::vector<std::uint8_t> mask(static_cast<std::size_t>(n), 0);
+        const bool outliers = rng() % 3 == 0;
+        if (outliers)
+            for (std::int64_t i = 0; i < n; i += 1 + static_cast<std::int64_t>(rng() % 9)) {
+                mask[static_cast<std::size_t>(i)] = 1;
+                if (rng() % 2) x[static_cast<std::size_t>(i)] = std::numeric_limits<float>::quiet_NaN();
+            }
+        std::vector<std::uint32_t> expected(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n));
+        affine::affine_codes_scalar(x.data(), outliers ? mask.data() : nullptr, n, a, expected.data());
+        const std::int64_t bytes = qaq::packed_code_bytes(n, width);
+        std::vector<std::uint8_t> packed_expected(static_cast<std::size_t>(bytes) + 8, 0xAB);
+        qaq::pack_codes(expected.data(), n, width, packed_expected.data());
+        for (bool on : simd_settings()) {
+            const simd::scoped_simd setting(on);
+            std::vector<std::uint8_t> packed(static_cast<std::size_t>(bytes) + 8, 0xAB);
+            if (!affine::encode(x.data(), outliers ? mask.data() : nullptr, n, width, a, scratch.data(), packed.data())) {
+                REQUIRE((!on || !std::isfinite(1.0f / a.scale)));  // no SIMD path ran: the caller encodes
+                continue;
+            }
+            REQUIRE(packed == packed_expected);  // the same codes, and no byte written past the group
+            std::vector<float> decoded(static_cast<std::size_t>(n) + 1, -7.0f), reference(static_cast<std::size_t>(n));
+            REQUIRE(affine::decode(packed.data(), n, width, a, decoded.data()));
+            REQUIRE(decoded[static_cast<std::size_t>(n)] == -7.0f);
+            for (std::int64_t i = 0; i < n; ++i) {
+                const float step = (static_cast<float>(static_cast<std::int32_t>(expected[static_cast<std::size_t>(i)])) - a.bias) * a.scale;
+                const float r = step + a.centre;
+                REQUIRE(decoded[static_cast<std::size_t>(i)] == r);  // two roundings on both paths
+            }
+        }
+    }
+}
+
+TEST_CASE("backend encode/decode and statistics: SIMD and scalar paths agree", "[kernels]") {
+    std::mt19937 rng(23);
+    const qaq::storage::uniform_zero_point zp{false, qaq::storage_precision::fp16};
+    const qaq::storage::uniform_mean_centred mc{false, qaq::storage_precision::fp32};
+    for (int trial = 0; trial < 200; ++trial) {
+        const std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 150);
+        auto x = random_floats(rng, static_cast<std::size_t>(n), 2.0f);
+        if (trial % 5 == 0) x[0] = -0.0f, x[static_cast<std::size_t>(n - 1)] = 0.0f;  // signed zeros at the ends
+        std::vector<std::uint8_t> none(static_cast<std::size_t>(n), 0);
+        std::vector<qaq::group_statistics> stats;
+        std::vector<std::vector<std::uint8_t>> packed;
+        std::vector<std::vector<float>> decoded;
+        const int width = 1 + trial % 16;
+        for (bool on : simd_settings()) {
+            const simd::scoped_simd setting(on);
+            const qaq::group_statistics s = qaq::backend::cpu::statistics(x.data(), none.data(), n, 0, false);
+            stats.push_back(s);
+            for (int codec = 0; codec < 2; ++codec) {
+                const qaq::codec_parameters p = codec == 0 ? zp.fit(s, width) : mc.fit(s, width);
+                std::vector<std::uint32_t> scratch(static_cast<std::size_t>(n));
+                std::vector<std::uint8_t> out(static_cast<std::size_t>(qaq::packed_code_bytes(n, width)));
+                std::vector<float> back(static_cast<std::size_t>(n));
+                if (codec == 0) {
+                    qaq::backend::cpu::encode(zp, p, width, x.data(), none.data(), n, scratch.data(), out.data());
+                    qaq::backend::cpu::decode(zp, p, width, out.data(), n, scratch.data(), back.data());
+                } else {
+                    qaq::backend::cpu::encode(mc, p, width, x.data(), nullptr, n, scratch.data(), out.data());
+                    qaq::backend::cpu::decode(mc, p, width, out.data(), n, scratch.data(), back.data());
+                }
+                packed.push_back(out);
+                decoded.push_back(back);
+            }
+        }
+        for (std::size_t r = 1; r < stats.size(); ++r) {
+            REQUIRE(std::memcmp(&stats[r].min, &stats[0].min, 4) == 0);
+            REQUIRE(std::memcmp(&stats[r].max, &stats[0].max, 4) == 0);
+            REQUIRE(stats[r].mean == stats[0].mean);
+            REQUIRE(packed[2 * r] == packed[0]);
+            REQUIRE(packed[2 * r + 1] == packed[1]);
+            for (std::size_t i = 0; i < decoded[0].size(); ++i) {
+                REQUIRE(decoded[2 * r][i] == decoded[0][i]);
+                REQUIRE(decoded[2 * r + 1][i] == decoded[1][i]);
+            }
+        }
+        if (stats[0].min == 0.0f) REQUIRE_FALSE(std::signbit(stats[0].min));  // a zero min is +0
+    }
+    // A non-finite value is found by the dense pass (the general path then handles it).
+    for (bool on : simd_settings()) {
+        const simd::scoped_simd setting(on);
+        for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()})
+            for (std::int64_t n : {1, 7, 8, 9, 33, 128}) {
+                for (std::int64_t at = 0; at < n; at += 5) {
+                    std::vector<float> x(static_cast<std::size_t>(n), 1.0f);
+                    x[static_cast<std::size_t>(at)] = bad;
+                    float mn, mx;
+                    double sum;
+                    REQUIRE_FALSE(qaq::backend::affine::dense_statistics(x.data(), n, false, mn, mx, sum));
+                    REQUIRE_FALSE(qaq::backend::affine::dense_statistics(x.data(), n, true, mn, mx, sum));
+                }
+            }
+    }
+}
+
+TEST_CASE("whole-tensor quantize and dequantize: SIMD and scalar give the same packed bytes", "[kernels]") {
+    std::mt19937 rng(29);
+    const qaq::kv_shape shape{2, 1, 3, 37, 64};
+    auto data = random_floats(rng, static_cast<std::size_t>(shape.element_count()), 1.5f);
+    data[100] = std::numeric_limits<float>::quiet_NaN();  // an exact outlier even without an outlier policy
+    data[777] = std::numeric_limits<float>::infinity();
+    const auto view = qaq::kv_view<const float>::contiguous(data.data(), shape);
+    auto run = [&](const auto& q) {
+        std::vector<qaq::packed_tensor> packed;
+        std::vector<std::vector<float>> back;
+        for (bool on : simd_settings()) {
+            const simd::scoped_simd setting(on);
+            packed.push_back(q.quantize(view));
+            std::vector<float> out(data.size());
+            q.dequantize(packed.back(), qaq::kv_view<float>::contiguous(out.data(), shape));
+            back.push_back(out);
+        }
+        for (std::size_t r = 1; r < packed.size(); ++r) {
+            REQUIRE(packed[r].widths == packed[0].widths);
+            REQUIRE(packed[r].parameters == packed[0].parameters);
+            REQUIRE(packed[r].codes == packed[0].codes);
+            REQUIRE(packed[r].outlier_values == packed[0].outlier_values);
+            REQUIRE(packed[r].bytes().used() == packed[0].bytes().used());
+            for (std::size_t i = 0; i < data.size(); ++i) {
+                if (std::isnan(back[0][i])) {
+                    REQUIRE(std::isnan(back[r][i]));
+                    continue;
+                }
+                REQUIRE(back[r][i] == back[0][i]);
+            }
+        }
+        REQUIRE(std::isnan(back[0][100]));
+        REQUIRE(back[0][777] == std::numeric_limits<float>::infinity());
+    };
+    using plain = qaq::quantizer<qaq::bits::fixed, qaq::outliers::none, qaq::storage::uniform_zero_point>;
+    using quantile = qaq::quantizer<qaq::bits::fixed, qaq::outliers::quantile, qaq::storage::uniform_mean_centred>;
+    for (int bits : {1, 2, 3, 4, 5, 8, 11, 16}) {
+        run(plain(qaq::bits::fixed(bits), {}, {false, qaq::storage_precision::fp32}, qaq::group_level::head));
+        run(plain(qaq::bits::fixed(bits), {}, {true, qaq::storage_precision::fp32}, qaq::group_level::sub_head, 16));
+        run(quantile(qaq::bits::fixed(bits), qaq::outliers::quantile(0.05), {false, qaq::storage_precision::fp32},
+                     qaq::group_level::head));
+    }
+}

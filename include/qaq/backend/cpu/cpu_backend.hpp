@@ -7,10 +7,12 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <utility>
 
+#include "qaq/backend/cpu/affine_kernels.hpp"
 #include "qaq/bit_packing.hpp"
 #include "qaq/config.hpp"
 #include "qaq/group_statistics.hpp"
@@ -43,6 +45,19 @@ struct cpu {
         return mask.cast<std::int64_t>().sum();
     }
 
+    /// True when some byte of the mask is nonzero (eight bytes at a time).
+    static bool any_marked(const std::uint8_t* is_outlier, std::int64_t n) noexcept {
+        std::uint64_t any = 0;
+        std::int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            std::uint64_t word;
+            std::memcpy(&word, is_outlier + i, 8);
+            any |= word;
+        }
+        for (; i < n; ++i) any |= is_outlier[i];
+        return any != 0;
+    }
+
     /// Number of nonzero bytes in a mask.
     static std::int64_t count_marked(const std::uint8_t* is_outlier, std::int64_t n) noexcept {
         return Eigen::Map<const array_u8>(is_outlier, n).cast<std::int64_t>().sum();
@@ -70,7 +85,9 @@ struct cpu {
         if (s.count == 0) return s;
         constexpr float inf = std::numeric_limits<float>::infinity();
         double sum = 0.0;
-        if (outliers == 0) {
+        if (outliers == 0 && affine::dense_statistics(x, n, true, s.min, s.max, sum)) {
+            // all finite: min, max (+0 for a zero) and double_sum's sum in one pass
+        } else if (outliers == 0) {
             s.min = v.minCoeff();
             s.max = v.maxCoeff();
             sum = double_sum(x, n);
@@ -96,29 +113,26 @@ struct cpu {
 
     /// Encodes the `n` values (outliers get an arbitrary in-range code; they are
     /// restored exactly on decode) and packs them into packed_code_bytes(n, bits)
-    /// bytes at `out`. `scratch` holds n codes.
+    /// bytes at `out`. `scratch` holds n codes. `is_outlier` may be null: no outliers.
     template <class Codec>
     static void encode(const Codec& codec, const codec_parameters& p, int bits, const float* x,
                        const std::uint8_t* is_outlier, std::int64_t n, std::uint32_t* scratch, std::uint8_t* out) {
         if (bits == 0) return;
+        if (is_outlier && !any_marked(is_outlier, n)) is_outlier = nullptr;
         if constexpr (detail::has_affine_form<Codec>::value) {
             const affine_code a = codec.affine(p, bits);
             Eigen::Map<array_i> codes(reinterpret_cast<std::int32_t*>(scratch), n);
             if (!(a.scale > 0.0f)) {
                 codes.setConstant(static_cast<std::int32_t>(a.bias));
+            } else if (affine::encode(x, is_outlier, n, bits, a, scratch, out)) {
+                return;  // SIMD encode + pack, the same codes
             } else {
-                const Eigen::Map<const array_f> v(x, n);
-                const Eigen::Map<const array_u8> mask(is_outlier, n);
                 // Outliers (possibly non-finite) are replaced by the centre before any arithmetic.
-                codes = ((((mask == std::uint8_t{0}).select(v, a.centre) - a.centre) / a.scale)
-                             .rint()
-                             .max(a.lowest)
-                             .min(a.highest) +
-                         a.bias)
-                            .cast<std::int32_t>();
+                affine::affine_codes_scalar(x, is_outlier, n, a, scratch);
             }
         } else {
-            for (std::int64_t i = 0; i < n; ++i) scratch[i] = is_outlier[i] ? 0u : codec.encode(x[i], p, bits);
+            for (std::int64_t i = 0; i < n; ++i)
+                scratch[i] = (is_outlier && is_outlier[i]) ? 0u : codec.encode(x[i], p, bits);
         }
         pack_codes(scratch, n, bits, out);
     }
@@ -134,6 +148,7 @@ struct cpu {
         }
         if constexpr (detail::has_affine_form<Codec>::value) {
             const affine_code a = codec.affine(p, bits);
+            if (affine::decode(in, n, bits, a, out)) return;  // SIMD unpack + decode
             if (bits <= 8 && n % 8 == 0) {
                 // Unpack and decode in one pass, eight codes per word.
                 dispatch_width(bits, [&](auto w) { decode_affine<decltype(w)::value>(in, n, a, out); });

@@ -1,0 +1,382 @@
+#pragma once
+// Whole-group kernels of the CPU backend for codecs with an affine form
+// (the uniform codecs): statistics of a group without outliers, encode + pack,
+// unpack + decode. Each has an AVX2 path (chosen at run time, simd.hpp) and a
+// scalar path.
+//
+// The codes are exactly those of the scalar definition
+//   code = clamp(rint((x - centre) / scale), lowest, highest) + bias
+// whichever path runs. The AVX2 encoder multiplies by the reciprocal of the
+// scale instead of dividing, which can only change a code when the quotient is
+// within a few ulps of a rounding tie (x.5): it checks every value for that
+// and re-encodes the group with a true division when one is that close.
+//
+// Decoding computes x' = (code - bias) * scale + centre with two roundings on
+// both paths (no FMA contraction), as the reference does.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "qaq/backend/cpu/simd.hpp"
+#include "qaq/bit_packing.hpp"
+#include "qaq/config.hpp"
+#include "qaq/policy/storage/codec_parameters.hpp"
+
+QAQ_NAMESPACE_BEGIN
+namespace backend::affine {
+
+/// min, max and (when wanted) the double-precision sum of n values, all
+/// finite. Returns false, leaving the outputs unspecified, when a value is
+/// NaN or infinite (the caller then takes the general path). The sum is
+/// bit-identical to backend::cpu::double_sum (eight interleaved accumulators);
+/// a zero min or max is +0 whatever the signs of the zeros in the group.
+inline bool dense_statistics_scalar(const float* x, std::int64_t n, bool want_sum, float& min, float& max,
+                                    double& sum) noexcept {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    bool finite = true;
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) {
+            const float v = x[i + k];
+            finite &= std::isfinite(v);
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+            acc[k] += static_cast<double>(v);
+        }
+    for (const float* v = x + i; v != x + n; ++v) {  // the tail goes to the first accumulator, as double_sum's
+        finite &= std::isfinite(*v);
+        lo = *v < lo ? *v : lo;
+        hi = *v > hi ? *v : hi;
+        acc[0] += static_cast<double>(*v);
+    }
+    (void)want_sum;
+    min = lo + 0.0f, max = hi + 0.0f;  // -0 -> +0: the same bits whatever the order of the scan
+    sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return finite;
+}
+
+/// codes[i] = clamp(rint((x_i - centre) / scale), lowest, highest) + bias, outliers (is_outlier[i]
+/// != 0; is_outlier may be null: none) encoded as x_i = centre. scale > 0.
+inline void affine_codes_scalar(const float* x, const std::uint8_t* is_outlier, std::int64_t n, const affine_code& a,
+                                std::uint32_t* codes) noexcept {
+    for (std::int64_t i = 0; i < n; ++i) {
+        const float v = (is_outlier && is_outlier[i]) ? a.centre : x[i];
+        float q = std::nearbyint((v - a.centre) / a.scale);
+        q = q < a.lowest ? a.lowest : (q > a.highest ? a.highest : q);
+        codes[i] = static_cast<std::uint32_t>(static_cast<std::int32_t>(q + a.bias));
+    }
+}
+
+#if QAQ_SIMD_AVX2
+namespace detail {
+
+QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n, bool want_sum, float& min,
+                                                  float& max, double& sum) noexcept {
+    __m256 lo = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    __m256 hi = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    __m256 check = _mm256_setzero_ps();  // x - x: 0 for finite values, NaN otherwise
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    std::int64_t i = 0;
+    if (want_sum) {  // s0, s1: lanes k and 4 + k of double_sum's accumulators (same order of additions)
+        __m256 lo2 = lo, hi2 = hi;
+        for (; i + 16 <= n; i += 16) {
+            const __m256 v = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(x + i + 8);
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+            lo2 = _mm256_min_ps(lo2, w);
+            hi2 = _mm256_max_ps(hi2, w);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(w)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(w, 1)));
+        }
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + i);
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+            s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+        lo = _mm256_min_ps(lo, lo2);
+        hi = _mm256_max_ps(hi, hi2);
+    } else {
+        __m256 lo2 = lo, hi2 = hi, check2 = check;  // two chains: min/max latency would bound the loop
+        for (; i + 16 <= n; i += 16) {
+            const __m256 v = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(x + i + 8);
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+            lo2 = _mm256_min_ps(lo2, w);
+            hi2 = _mm256_max_ps(hi2, w);
+            check2 = _mm256_add_ps(check2, _mm256_sub_ps(w, w));
+        }
+        for (; i + 8 <= n; i += 8) {
+            const __m256 v = _mm256_loadu_ps(x + i);
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+        }
+        lo = _mm256_min_ps(lo, lo2);
+        hi = _mm256_max_ps(hi, hi2);
+        check = _mm256_add_ps(check, check2);
+    }
+    alignas(32) float l[8], h[8], c[8];
+    alignas(32) double a[8];
+    _mm256_store_ps(l, lo);
+    _mm256_store_ps(h, hi);
+    _mm256_store_ps(c, check);
+    _mm256_store_pd(a, s0);
+    _mm256_store_pd(a + 4, s1);
+    float mn = l[0], mx = h[0];
+    bool finite = true;
+    for (int k = 0; k < 8; ++k) {
+        mn = l[k] < mn ? l[k] : mn;
+        mx = h[k] > mx ? h[k] : mx;
+        finite &= c[k] == 0.0f;
+    }
+    for (; i < n; ++i) {
+        const float v = x[i];
+        finite &= std::isfinite(v);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+        a[0] += static_cast<double>(v);
+    }
+    min = mn + 0.0f, max = mx + 0.0f;  // -0 -> +0, as the scalar path
+    sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    // min/max skip a NaN operand; the NaN shows in the sum (or in x - x).
+    return finite && (!want_sum || std::isfinite(sum)) && std::isfinite(mn) && std::isfinite(mx);
+}
+
+// Eight codes (int32 lanes) of values x[0..8), outliers replaced by the centre, with the
+// reciprocal of the scale:
+//   t = clamp((x - centre) * (1/scale), lowest, highest),  code = rint(t) + bias.
+// lowest and highest are integers, so clamping before rounding gives the codes of clamping after
+// it, and beyond the range both quotients give the end code. Otherwise fl(d * fl(1/s)) and
+// fl(d / s) are both within 3u of d / s (u = 2^-24, |t| <= bound): when t is farther than
+// 8u * bound from every k + 0.5 they round alike, and `near_tie` records the values that are not.
+struct encoder {
+    __m256 centre, reciprocal, lowest, highest, half_minus_tol, near_tie;
+    __m256i bias;
+
+    QAQ_TARGET_AVX2 explicit encoder(const affine_code& a) noexcept {
+        centre = _mm256_set1_ps(a.centre);
+        reciprocal = _mm256_set1_ps(1.0f / a.scale);
+        lowest = _mm256_set1_ps(a.lowest);
+        highest = _mm256_set1_ps(a.highest);
+        bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
+        const float bound = std::fmax(std::fabs(a.lowest), std::fabs(a.highest)) + 1.0f;
+        half_minus_tol = _mm256_set1_ps(0.5f - bound * 0x1p-21f);
+        near_tie = _mm256_setzero_ps();
+    }
+
+    QAQ_TARGET_AVX2 __m256i codes(__m256 v) noexcept {
+        const __m256 t =
+            _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(v, centre), reciprocal), lowest), highest);
+        const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(t, q));
+        near_tie = _mm256_or_ps(near_tie, _mm256_cmp_ps(frac, half_minus_tol, _CMP_GE_OQ));
+        return _mm256_add_epi32(_mm256_cvtps_epi32(q), bias);
+    }
+    template <bool Outliers>
+    QAQ_TARGET_AVX2 __m256i codes_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+        __m256 v = _mm256_loadu_ps(x);
+        if constexpr (Outliers) {
+            const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(is_outlier)));
+            v = _mm256_blendv_ps(v, centre, _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, _mm256_setzero_si256())));
+        }
+        return codes(v);
+    }
+    QAQ_TARGET_AVX2 bool tie_seen() const noexcept { return _mm256_movemask_ps(near_tie) != 0; }
+};
+
+// 32 codes (four int32 vectors, each < 256) -> 32 bytes in natural order.
+QAQ_TARGET_AVX2 inline __m256i codes_to_bytes(__m256i c0, __m256i c1, __m256i c2, __m256i c3) noexcept {
+    const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Packs 32 code bytes (each < 2^W) LSB first: 4 * W bytes at out.
+template <int W>
+QAQ_TARGET_AVX2 inline void pack32(__m256i bytes, std::uint8_t* out) noexcept {
+    if constexpr (W == 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+    } else if constexpr (W == 4) {
+        const __m256i pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x1001));  // b0 + 16 b1
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0x08);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
+    } else if constexpr (W == 2) {
+        const __m256i pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(0x0401));     // b0 + 4 b1
+        const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi32(0x00100001));   // p0 + 16 p1
+        const __m256i words = _mm256_packus_epi16(_mm256_packs_epi32(quads, quads), _mm256_setzero_si256());
+        const __m256i packed = _mm256_permutevar8x32_epi32(words, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
+    } else {
+        static_assert(W == 1, "pack32 covers widths 1, 2, 4 and 8");
+        const std::uint32_t bits = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7)));
+        std::memcpy(out, &bits, 4);
+    }
+}
+
+// Returns false, having written nothing reliable, when a quotient came near a rounding tie.
+template <int W, bool Outliers>
+QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier, std::int64_t n, const affine_code& a,
+                                 std::uint32_t* scratch, std::uint8_t* out) noexcept {
+    encoder e(a);
+    std::int64_t i = 0;
+    if constexpr (W == 1 || W == 2 || W == 4 || W == 8) {
+        for (; i + 32 <= n; i += 32) {
+            const __m256i c0 = e.codes_at<Outliers>(x + i, is_outlier + i);
+            const __m256i c1 = e.codes_at<Outliers>(x + i + 8, is_outlier + i + 8);
+            const __m256i c2 = e.codes_at<Outliers>(x + i + 16, is_outlier + i + 16);
+            const __m256i c3 = e.codes_at<Outliers>(x + i + 24, is_outlier + i + 24);
+            pack32<W>(codes_to_bytes(c0, c1, c2, c3), out + i / 8 * W);
+        }
+    }
+    const std::int64_t first = i;  // codes from here on go through scratch and the generic packer
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e.codes_at<Outliers>(x + i, is_outlier + i));
+    if (e.tie_seen()) return false;
+    if (i < n) affine_codes_scalar(x + i, Outliers ? is_outlier + i : nullptr, n - i, a, scratch + i);
+    if (first < n) pack_codes(scratch + first, n - first, W, out + first / 8 * W);
+    return true;
+}
+
+// The bytes of eight codes of width W (one 16-byte window holding them, broadcast to both
+// lanes) -> eight int32 codes: a byte shuffle brings each code's 2-3 bytes into its lane,
+// a variable shift and a mask finish it.
+template <int W>
+struct unpacker {
+    __m256i shuffle, unused, shifts, mask;
+    QAQ_TARGET_AVX2 unpacker() noexcept {
+        alignas(32) std::int8_t s[32];
+        alignas(32) std::int32_t sh[8];
+        for (int k = 0; k < 8; ++k) {
+            const int bit = k * W, byte = bit / 8;
+            for (int b = 0; b < 4; ++b) s[4 * k + b] = (b < 3 && byte + b < 16) ? static_cast<std::int8_t>(byte + b) : -1;
+            sh[k] = bit % 8;
+        }
+        shuffle = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+        unused = _mm256_cmpgt_epi8(_mm256_setzero_si256(), shuffle);
+        shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
+        mask = _mm256_set1_epi32((1 << W) - 1);
+    }
+    // The codes of the block whose bytes start at `block`.
+    QAQ_TARGET_AVX2 __m256i codes(const std::uint8_t* block) const noexcept {
+        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
+        return _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(v, shuffle), shifts), mask);
+    }
+    // The same from a 16-byte window that starts `offset` bytes before the block (0..16 - W).
+    QAQ_TARGET_AVX2 __m256i codes(const std::uint8_t* window, int offset) const noexcept {
+        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(window)));
+        const __m256i s = _mm256_or_si256(_mm256_add_epi8(shuffle, _mm256_set1_epi8(static_cast<char>(offset))), unused);
+        return _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(v, s), shifts), mask);
+    }
+};
+
+// (code - bias) * scale + centre with two roundings, as the scalar path and the reference compute
+// it: the empty asm keeps the compiler from contracting the multiply and the add into an FMA.
+QAQ_TARGET_AVX2 inline __m256 multiply_add(__m256 f, __m256 scale, __m256 centre) noexcept {
+    __m256 product = _mm256_mul_ps(f, scale);
+#if defined(__GNUC__) || defined(__clang__)
+    __asm__("" : "+x"(product));
+#endif
+    return _mm256_add_ps(product, centre);
+}
+
+template <int W>
+QAQ_TARGET_AVX2 void decode_avx2(const std::uint8_t* in, std::int64_t n, const affine_code& a, float* out) noexcept {
+    const unpacker<W> u;
+    const __m256i bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
+    const __m256 scale = _mm256_set1_ps(a.scale), centre = _mm256_set1_ps(a.centre);
+    const std::int64_t blocks = n / 8, total = packed_code_bytes(n, W);
+    std::int64_t b = 0;
+    // A block reads 16 bytes from its first one: only while they lie inside the group's codes.
+    if (a.bias == 0.0f) {
+        for (; b < blocks && b * W + 16 <= total; ++b)
+            _mm256_storeu_ps(out + 8 * b, multiply_add(_mm256_cvtepi32_ps(u.codes(in + b * W)), scale, centre));
+    } else {  // (code - bias) is an exact integer either way
+        for (; b < blocks && b * W + 16 <= total; ++b) {
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(in + b * W), bias));
+            _mm256_storeu_ps(out + 8 * b, multiply_add(f, scale, centre));
+        }
+    }
+    if (b < blocks) {
+        if (total >= 16) {  // the last blocks: the window that ends at the last byte
+            const std::uint8_t* window = in + total - 16;
+            for (; b < blocks; ++b) {
+                const int offset = static_cast<int>(b * W - (total - 16));
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(window, offset), bias));
+                _mm256_storeu_ps(out + 8 * b, multiply_add(f, scale, centre));
+            }
+        } else {
+            alignas(16) std::uint8_t tail[32] = {};
+            std::memcpy(tail, in + b * W, static_cast<std::size_t>(total - b * W));
+            for (std::int64_t t = b; t < blocks; ++t) {
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(tail + (t - b) * W), bias));
+                _mm256_storeu_ps(out + 8 * t, multiply_add(f, scale, centre));
+            }
+        }
+    }
+    for (std::int64_t i = 8 * blocks; i < n; ++i) {
+        float product = (static_cast<float>(static_cast<std::int32_t>(read_code(in, i, W))) - a.bias) * a.scale;
+#if defined(__GNUC__) || defined(__clang__)
+        __asm__("" : "+x"(product));  // not contracted into an FMA here either
+#endif
+        out[i] = product + a.centre;
+    }
+}
+
+}  // namespace detail
+#endif  // QAQ_SIMD_AVX2
+
+/// See dense_statistics_scalar; the AVX2 path gives the same results.
+inline bool dense_statistics(const float* x, std::int64_t n, bool want_sum, float& min, float& max,
+                             double& sum) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) return detail::dense_statistics_avx2(x, n, want_sum, min, max, sum);
+#endif
+    return dense_statistics_scalar(x, n, want_sum, min, max, sum);
+}
+
+/// Encodes n values with the affine form `a` (scale > 0, width 1..16) and packs them into
+/// packed_code_bytes(n, width) bytes at `out`; is_outlier may be null (no outliers).
+/// `scratch` holds n codes. Returns false when no SIMD path ran (the caller encodes).
+inline bool encode(const float* x, const std::uint8_t* is_outlier, std::int64_t n, int width, const affine_code& a,
+                   std::uint32_t* scratch, std::uint8_t* out) noexcept {
+#if QAQ_SIMD_AVX2
+    // 1/scale must be finite for the multiply (a subnormal scale takes the scalar path).
+    if (simd::use_avx2() && std::isfinite(1.0f / a.scale)) {
+        const bool done = dispatch_width(width, [&](auto w) {
+            constexpr int W = decltype(w)::value;
+            return is_outlier ? detail::encode_avx2<W, true>(x, is_outlier, n, a, scratch, out)
+                              : detail::encode_avx2<W, false>(x, is_outlier, n, a, scratch, out);
+        });
+        if (done) return true;
+        // A value near a rounding tie: the exact division, in scalar code (rare).
+        affine_codes_scalar(x, is_outlier, n, a, scratch);
+        pack_codes(scratch, n, width, out);
+        return true;
+    }
+#endif
+    (void)x, (void)is_outlier, (void)n, (void)width, (void)a, (void)scratch, (void)out;
+    return false;
+}
+
+/// Unpacks and decodes n codes of width 1..16: out[i] = (code - bias) * scale + centre.
+/// Returns false when no SIMD path ran (the caller decodes).
+inline bool decode(const std::uint8_t* in, std::int64_t n, int width, const affine_code& a, float* out) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        dispatch_width(width, [&](auto w) { detail::decode_avx2<decltype(w)::value>(in, n, a, out); });
+        return true;
+    }
+#endif
+    (void)in, (void)n, (void)width, (void)a, (void)out;
+    return false;
+}
+
+}  // namespace backend::affine
+QAQ_NAMESPACE_END
