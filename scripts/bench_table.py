@@ -177,7 +177,8 @@ def quantize_section(results):
             met_d += fd >= DEQUANTIZE_TARGET
         any_r = q or d
         rows.append([
-            D, bits, "quantile(0.01)" if quantile else "none",
+            D, "2..8 (value_attention)" if quantile == 2 else bits,
+            {0: "none", 1: "quantile(0.01)", 2: "quantile(0.01)"}.get(quantile, str(quantile)),
             fmt(any_r.counter("bits_per_element")) if any_r else "-",
             fmt(q.gbps) if q else "-", f"{fq:.0%}" if fq is not None else "-",
             fmt(d.gbps) if d else "-", f"{fd:.0%}" if fd is not None else "-",
