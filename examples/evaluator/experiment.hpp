@@ -210,9 +210,19 @@ public:
                 if (it == open.end() || jobs[it->second].size() >= ctx.bundle_size) {
                     jobs.emplace_back();
                     it = open.insert_or_assign(task_sample[i], jobs.size() - 1).first;
-                    pending_questions += static_cast<std::int64_t>(sample_of(i).size());
                 }
                 jobs[it->second].push_back(i);
+                pending_questions += static_cast<std::int64_t>(sample_of(i).size());  // per evaluation
+            }
+        }
+        {
+            // Only the primary read the result cache: every process takes its job list.
+            std::string text = summary.primary ? nlohmann::json(jobs).dump() : std::string();
+            ctx.executor->share(text);
+            if (!summary.primary) {
+                jobs = nlohmann::json::parse(text).get<std::vector<std::vector<std::size_t>>>();
+                for (const auto& job : jobs)
+                    for (std::size_t i : job) QAQ_CHECK(i < all.size(), "job list names task ", i, " of ", all.size());
             }
         }
         std::vector<std::size_t> job_ids(jobs.size());
@@ -226,7 +236,12 @@ public:
             std::vector<quantizer_pair> pairs;
             for (std::size_t i : jobs[j]) pairs.push_back({all[i].key, all[i].value});
             scorer.set_protocol(all[jobs[j].front()].protocol);
-            return evaluate_all(scorer, sample_of(jobs[j].front()), pairs, on_question);
+            // Progress counts questions per evaluation: a question of a job of k is k.
+            const std::function<void()> per_question = [&on_question, k = pairs.size()] {
+                if (on_question)
+                    for (std::size_t e = 0; e < k; ++e) on_question();
+            };
+            return evaluate_all(scorer, sample_of(jobs[j].front()), pairs, per_question);
         };
         const auto on_done = [&](const task_outcome& o) {
             QAQ_CHECK(o.task < jobs.size(), "a worker reported job ", o.task, "; there are ", jobs.size(), " jobs");
@@ -264,7 +279,7 @@ public:
                              << all[i].dataset << ", " << o.worker << "): " << r.error << "\n";
                 }
                 bar.task_done(all[i].method + " / " + all[i].label + " on " + all[i].dataset, r.ok,
-                              o.remote && k == 0 ? static_cast<std::int64_t>(sample_of(i).size()) : 0);
+                              o.remote ? static_cast<std::int64_t>(sample_of(i).size()) : 0);
                 if (ctx.exit_after_results >= 0 && appended >= ctx.exit_after_results) {
                     ctx.log->flush();
                     std::_Exit(137);

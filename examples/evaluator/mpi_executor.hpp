@@ -88,6 +88,13 @@ public:
                   "): every rank must run the same command line with the same files");
     }
 
+    void share(std::string& text) override {
+        unsigned long long size = text.size();
+        MPI_Bcast(&size, 1, MPI_UNSIGNED_LONG_LONG, 0, MPI_COMM_WORLD);
+        text.resize(static_cast<std::size_t>(size));
+        if (size > 0) MPI_Bcast(text.data(), static_cast<int>(size), MPI_CHAR, 0, MPI_COMM_WORLD);
+    }
+
     void execute(const std::vector<std::size_t>& pending, const task_function& run,
                  const std::function<void(const task_outcome&)>& on_done,
                  const std::function<void()>& on_question) override {

@@ -143,6 +143,10 @@ public:
     /// Checks that every process built the same task list (MPI: all ranks must
     /// agree, since tasks travel as indices); a no-op for local threads.
     virtual void agree(const std::string& /*task_list_digest*/) {}
+    /// Gives every process the primary's `text` (MPI: the job list, which only
+    /// rank 0 can build since only it reads the result cache); a no-op for
+    /// local threads.
+    virtual void share(std::string& /*text*/) {}
     /// Runs the pending tasks. on_done is called once per task, never concurrently,
     /// on the primary; on_question after each question a local worker finishes.
     virtual void execute(const std::vector<std::size_t>& pending, const task_function& run,

@@ -75,7 +75,9 @@ TEST_CASE("qaq-eval runs a preset with the fake scorer and writes every report",
     REQUIRE(r.status == 0);
     CHECK_THAT(r.stdout_text, Contains("experiment smoke (4 evaluations)"));
     CHECK_THAT(r.stdout_text, Contains("best ratio within 1 point of fp16"));
-    CHECK_THAT(r.output, Contains("[qaq-eval] 4/4 evaluations (48/48 questions)"));  // not a TTY: one line per evaluation
+    // Not a TTY: one line per evaluation; questions count once per evaluation
+    // (the 4 evaluations run as one job over the 12 questions).
+    CHECK_THAT(r.output, Contains("[qaq-eval] 4/4 evaluations (48/48 questions)"));
     CHECK_THAT(r.output, Contains("4 evaluations: 4 computed, 0 from the results file"));
     CHECK(line_count(w / "results.jsonl") == 4);
     for (const char* f : {"results.csv", "results.json", "summary.json"}) CHECK(fs::exists(w / "out" / f));
@@ -164,7 +166,7 @@ TEST_CASE("qaq-eval reports user errors clearly", "[eval][cli]") {
                      quote((w / "m.jsonl").string()),
                  w);
     CHECK(r.status == 2);
-    CHECK_THAT(r.output, Contains("cannot open m.gguf"));
+    CHECK_THAT(r.output, Contains("cannot open GGUF file 'm.gguf'"));
     r = qaq_eval("run --scorer fake", w);
     CHECK(r.status == 2);
     CHECK_THAT(r.output, Contains("give --config FILE or --preset NAME"));

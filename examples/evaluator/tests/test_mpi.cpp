@@ -37,7 +37,7 @@ TEST_CASE("qaq-eval --mpi with two ranks matches a single-process run", "[mpi]")
     REQUIRE(std::string(QAQ_EVAL_MPIEXEC) != "");
     const fs::path w = work_dir("mpi_two_ranks");
     const std::string common = "run --preset smoke --scorer fake --dataset " + quote("jsonl:" + data("questions.jsonl")) +
-                               " -n 0 --fake-delay-ms 20 ";
+                               " -n 0 --fake-delay-ms 20 --bundle 2 ";  // two jobs of two evaluations
     auto r = run_shell(mpirun(2) + common + "--mpi --devices cpu,cpu --results " + quote((w / "mpi.jsonl").string()) +
                            " --out " + quote((w / "mpi-out").string()),
                        w);
