@@ -247,20 +247,34 @@ QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier,
 // The bytes of eight codes of width W (one 16-byte window holding them, broadcast to both
 // lanes) -> eight int32 codes: a byte shuffle brings each code's 2-3 bytes into its lane,
 // a variable shift and a mask finish it.
+// Compile-time tables of the unpacker: per int32 lane k, the bytes of code k (shuffle indices,
+// -1 for none) and its bit offset in the first of them.
+template <int W>
+struct unpack_tables {
+    struct tables {
+        alignas(32) std::int8_t shuffle[32];
+        alignas(32) std::int32_t shifts[8];
+    };
+    static constexpr tables make() noexcept {
+        tables t{};
+        for (int k = 0; k < 8; ++k) {
+            const int bit = k * W, byte = bit / 8;
+            for (int b = 0; b < 4; ++b)
+                t.shuffle[4 * k + b] = (b < 3 && byte + b < 16) ? static_cast<std::int8_t>(byte + b) : std::int8_t{-1};
+            t.shifts[k] = bit % 8;
+        }
+        return t;
+    }
+    static constexpr tables value = make();
+};
+
 template <int W>
 struct unpacker {
     __m256i shuffle, unused, shifts, mask;
     QAQ_TARGET_AVX2 unpacker() noexcept {
-        alignas(32) std::int8_t s[32];
-        alignas(32) std::int32_t sh[8];
-        for (int k = 0; k < 8; ++k) {
-            const int bit = k * W, byte = bit / 8;
-            for (int b = 0; b < 4; ++b) s[4 * k + b] = (b < 3 && byte + b < 16) ? static_cast<std::int8_t>(byte + b) : -1;
-            sh[k] = bit % 8;
-        }
-        shuffle = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+        shuffle = _mm256_load_si256(reinterpret_cast<const __m256i*>(unpack_tables<W>::value.shuffle));
         unused = _mm256_cmpgt_epi8(_mm256_setzero_si256(), shuffle);
-        shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
+        shifts = _mm256_load_si256(reinterpret_cast<const __m256i*>(unpack_tables<W>::value.shifts));
         mask = _mm256_set1_epi32((1 << W) - 1);
     }
     // The codes of the block whose bytes start at `block`.
