@@ -225,19 +225,21 @@ template <int W, bool Outliers>
 QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier, std::int64_t n, const affine_code& a,
                                  std::uint32_t* scratch, std::uint8_t* out) noexcept {
     encoder e(a);
+    // Without outliers is_outlier may be null, and null + offset is undefined (UBSan).
+    const auto mask_at = [is_outlier](std::int64_t k) { return Outliers ? is_outlier + k : nullptr; };
     std::int64_t i = 0;
     if constexpr (W == 1 || W == 2 || W == 4 || W == 8) {
         for (; i + 32 <= n; i += 32) {
-            const __m256i c0 = e.codes_at<Outliers>(x + i, is_outlier + i);
-            const __m256i c1 = e.codes_at<Outliers>(x + i + 8, is_outlier + i + 8);
-            const __m256i c2 = e.codes_at<Outliers>(x + i + 16, is_outlier + i + 16);
-            const __m256i c3 = e.codes_at<Outliers>(x + i + 24, is_outlier + i + 24);
+            const __m256i c0 = e.codes_at<Outliers>(x + i, mask_at(i));
+            const __m256i c1 = e.codes_at<Outliers>(x + i + 8, mask_at(i + 8));
+            const __m256i c2 = e.codes_at<Outliers>(x + i + 16, mask_at(i + 16));
+            const __m256i c3 = e.codes_at<Outliers>(x + i + 24, mask_at(i + 24));
             pack32<W>(codes_to_bytes(c0, c1, c2, c3), out + i / 8 * W);
         }
     }
     const std::int64_t first = i;  // codes from here on go through scratch and the generic packer
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e.codes_at<Outliers>(x + i, is_outlier + i));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e.codes_at<Outliers>(x + i, mask_at(i)));
     if (e.tie_seen()) return false;
     if (i < n) affine_codes_scalar(x + i, Outliers ? is_outlier + i : nullptr, n - i, a, scratch + i);
     if (first < n) pack_codes(scratch + first, n - first, W, out + first / 8 * W);
