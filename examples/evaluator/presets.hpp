@@ -109,6 +109,23 @@ inline grid_point make_point(std::string method, const qaq::quantizer_config& k,
     return {std::move(method), pair_label(k, v), k, v, false, ""};
 }
 
+/// llama.cpp-style q8_0 / q4_0 point (configs::ggml_style), with its note.
+inline grid_point ggml_point(int bits) {
+    grid_point g = make_point("q" + std::to_string(bits) + "_0-style", configs::ggml_style(qaq::cache_role::key, bits),
+                              configs::ggml_style(qaq::cache_role::value, bits));
+    g.note = "blocks of 32 values, symmetric, fp16 scale (llama.cpp's rounding differs slightly)";
+    return g;
+}
+
+/// KIVI-style point (configs::kivi_approx), marked as an approximation.
+inline grid_point kivi_point(int bits) {
+    grid_point g = make_point("kivi", configs::kivi_approx(qaq::cache_role::key, bits),
+                              configs::kivi_approx(qaq::cache_role::value, bits));
+    g.approximation = true;
+    g.note = configs::kivi_note();
+    return g;
+}
+
 /// A preset built from a list and a description.
 class preset_experiment : public experiment {
 public:
@@ -256,17 +273,9 @@ private:
         using namespace configs;
         const auto K = qaq::cache_role::key, V = qaq::cache_role::value;
         std::vector<grid_point> g = {baseline_point()};
-        grid_point q8 = make_point("q8_0-style", ggml_style(K, 8), ggml_style(V, 8));
-        grid_point q4 = make_point("q4_0-style", ggml_style(K, 4), ggml_style(V, 4));
-        q8.note = q4.note = "blocks of 32 values, symmetric, fp16 scale (llama.cpp's rounding differs slightly)";
-        g.push_back(q8);
-        g.push_back(q4);
-        for (int b : {4, 2}) {
-            grid_point k = make_point("kivi", kivi_approx(K, b), kivi_approx(V, b));
-            k.approximation = true;
-            k.note = kivi_note();
-            g.push_back(k);
-        }
+        g.push_back(ggml_point(8));
+        g.push_back(ggml_point(4));
+        for (int b : {4, 2}) g.push_back(kivi_point(b));
         for (auto [ke, ve] : ablation_errors()) g.push_back(make_point("qaq", adaptive(K, ke, p), adaptive(V, ve, p)));
         return g;
     }
@@ -292,15 +301,8 @@ private:
         const auto K = qaq::cache_role::key, V = qaq::cache_role::value;
         std::vector<grid_point> g = {baseline_point()};
         for (int b : {4, 3, 2}) g.push_back(make_point("uniform", uniform(K, b, 0.01), uniform(V, b, 0.01)));
-        grid_point q4 = make_point("q4_0-style", ggml_style(K, 4), ggml_style(V, 4));
-        q4.note = "blocks of 32 values, symmetric, fp16 scale (llama.cpp's rounding differs slightly)";
-        g.push_back(q4);
-        for (int b : {4, 2}) {
-            grid_point k = make_point("kivi", kivi_approx(K, b), kivi_approx(V, b));
-            k.approximation = true;
-            k.note = kivi_note();
-            g.push_back(k);
-        }
+        g.push_back(ggml_point(4));
+        for (int b : {4, 2}) g.push_back(kivi_point(b));
         // (bits_min, key eps): from the most bits to the fewest.
         for (auto [bits_min, key_eps] : {std::pair<int, double>{2, 0.3}, {0, 0.3}, {0, 1.0}})
             g.push_back(make_point("qaq", adaptive(K, key_eps, p, 5, 0.01, bits_min, 4),
