@@ -30,16 +30,7 @@ jobs="$(nproc 2>/dev/null || echo 2)"
 
 say() { printf '\n==> %s\n' "$*"; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: need root or sudo to run: $*" >&2
-        exit 1
-    fi
-}
+source scripts/lib/system-packages.sh
 
 # ---------------------------------------------------------------------------
 # Packages (idempotent).
@@ -49,23 +40,7 @@ apt_packages=(
     clang-14 libclang-rt-14-dev
 )
 say "Checking system packages"
-if command -v dpkg-query >/dev/null 2>&1; then
-    missing=()
-    for package in "${apt_packages[@]}"; do
-        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-            missing+=("$package")
-        fi
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        echo "all present: ${apt_packages[*]}"
-    else
-        echo "installing: ${missing[*]}"
-        as_root apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-else
-    echo "warning: dpkg not found (not Debian?); assuming the packages are installed" >&2
-fi
+ensure_system_packages "${apt_packages[@]}"
 
 # The fuzz preset names clang++-14; fall back to clang++ where only that exists.
 fuzz_compiler_args=()

@@ -20,37 +20,10 @@ apt_packages=(
     zlib1g-dev libopenmpi-dev openmpi-bin
 )
 
-# Root runs commands directly; anyone else needs sudo.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: need root or sudo to run: $*" >&2
-        exit 1
-    fi
-}
+source scripts/lib/system-packages.sh
 
 say "Checking system packages"
-if command -v dpkg-query >/dev/null 2>&1; then
-    missing=()
-    for package in "${apt_packages[@]}"; do
-        if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-            missing+=("$package")
-        fi
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        echo "all present: ${apt_packages[*]}"
-    else
-        echo "installing: ${missing[*]}"
-        as_root apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-else
-    echo "warning: dpkg not found (not Debian?); assuming the packages are installed" >&2
-fi
+ensure_system_packages "${apt_packages[@]}"
 
 say "Checking numpy (for the Python oracle test)"
 python="$(command -v python3)"
