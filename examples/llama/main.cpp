@@ -888,7 +888,7 @@ int run_bench(const common_options& co, const bench_options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"qaq-llama: a minimal LLaMA runner (GGUF, CPU) with a pluggable quantized KV cache"};
+    CLI::App app{"qaq-llama: a minimal LLaMA runner (GGUF; CPU, or CUDA with --device) with a pluggable quantized KV cache"};
     app.require_subcommand(1);
     common_options common;
 
