@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs everything of qaq's CUDA backend on a machine with an NVIDIA
-# GPU, in a few minutes: the device tests (ctest -L cuda), the scalar-core
-# tests, and the CUDA benchmarks (Google Benchmark JSON). Everything goes into
+# GPU, in a few minutes: the device tests (ctest -L cuda: the backend's
+# kernels, the LLaMA runner's CUDA forward and qaq-eval's CUDA scorer against
+# the CPU model), the scalar-core tests, qaq-llama --device cuda:0 on the tiny
+# test model, and the CUDA benchmarks (Google Benchmark JSON). Everything goes into
 #   results/gpu-check-<UTC time>.txt    what ran and what it printed
 #   results/gpu-check-<UTC time>.json   the benchmark results
 # It fails (exit 1) when there is no usable GPU, when a CUDA test is skipped
@@ -64,7 +66,7 @@ run "$nvcc" --version || true
 say "Configuring ${build_dir}/ (Release, CUDA architectures ${architectures})"
 run cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DQAQ_ENABLE_CUDA=ON \
     "-DCMAKE_CUDA_ARCHITECTURES=${architectures}" "-DCMAKE_CUDA_COMPILER=${nvcc}" \
-    -DQAQ_ENABLE_TESTS=ON -DQAQ_ENABLE_BENCHMARKS=ON -DQAQ_ENABLE_EXAMPLES=OFF ||
+    -DQAQ_ENABLE_TESTS=ON -DQAQ_ENABLE_BENCHMARKS=ON -DQAQ_ENABLE_EXAMPLES=ON ||
     fail "cmake configure"
 
 # The benchmark is part of the main build once benchmarks/CMakeLists.txt adds
@@ -78,13 +80,14 @@ if ! grep -qs 'add_subdirectory(cuda)' benchmarks/CMakeLists.txt; then
         fail "cmake configure of benchmarks/cuda"
 fi
 
-say "Building qaq-cuda-tests, qaq-cuda-scalar-tests, qaq-cuda-bench with ${jobs} jobs"
-run cmake --build "$build_dir" -j"$jobs" --target qaq-cuda-tests qaq-cuda-scalar-tests || fail "build of the CUDA tests"
+say "Building the CUDA tests, qaq-llama, qaq-eval, qaq-unit-tests and qaq-cuda-bench with ${jobs} jobs"
+run cmake --build "$build_dir" -j"$jobs" --target qaq-cuda-tests qaq-cuda-scalar-tests qaq-llama-cuda-tests \
+    qaq-llama qaq-eval qaq-unit-tests || fail "build of the CUDA tests and programs"
 run cmake --build "$bench_build" -j"$jobs" --target qaq-cuda-bench || fail "build of qaq-cuda-bench"
 echo "build done after $((SECONDS - started)) s" | tee -a "$report"
 
 say "Scalar core (host) tests"
-run ctest --test-dir "$build_dir" -R '^unit\.cuda_scalar\.' --output-on-failure --timeout 300 ||
+run ctest --test-dir "$build_dir" -R '^unit\.cuda_scalar\.|^unit\.cuda scalar: ' --output-on-failure --timeout 300 ||
     fail "scalar-core tests"
 
 say "CUDA tests (ctest -L cuda)"
@@ -101,6 +104,19 @@ if ! grep -qE '^100% tests passed' "$ctest_log" || [ "$ctest_status" -ne 0 ]; th
     fail "CUDA tests failed"
 fi
 rm -f "$ctest_log"
+
+say "qaq-llama --device cuda:0 on the tiny test model (and the same on the CPU)"
+tiny=tests/data/llama/tiny-llama.gguf
+text="$build_dir/gpu-check-text.txt"
+printf 'the answer is in the text. the other answer is not there, and she reads on.\nin the end the answer is read again and again, then the reader stops.\n' >"$text"
+run "$build_dir/examples/llama/qaq-llama" generate --model "$tiny" --prompt "the answer" -n 8 --device cuda:0 ||
+    fail "qaq-llama generate --device cuda:0"
+run "$build_dir/examples/llama/qaq-llama" perplexity --model "$tiny" --file "$text" --context 32 --device cuda:0 ||
+    fail "qaq-llama perplexity --device cuda:0"
+run "$build_dir/examples/llama/qaq-llama" perplexity --model "$tiny" --file "$text" --context 32 --device cpu ||
+    fail "qaq-llama perplexity --device cpu"
+run "$build_dir/examples/llama/qaq-llama" bench --model "$tiny" -p 64 -n 16 -r 2 --device cuda:0 ||
+    fail "qaq-llama bench --device cuda:0"
 
 say "CUDA benchmarks -> ${bench_json}"
 run timeout 360 "$bench_build/qaq-cuda-bench" "--benchmark_filter=${bench_filter}" \

@@ -35,6 +35,10 @@
 #include "evaluator/result_cache.hpp"
 #include "evaluator/workers.hpp"
 
+#if defined(QAQ_LLAMA_WITH_CUDA)
+#include "evaluator/cuda_scorer.hpp"
+#endif
+
 namespace {
 
 using namespace qaq::eval;
@@ -104,11 +108,34 @@ double parse_q_norm(const std::string& text) {
     return v;
 }
 
-scorer_factory cuda_guard(scorer_factory inner) {
-    return [inner](const device_spec& d, int worker) -> std::unique_ptr<multiple_choice_scorer> {
-        QAQ_CHECK(d.kind == device_spec::kind_t::cpu, "device ", d.text,
-                  ": CUDA workers are not available in this build (qaq-eval has no CUDA scorer yet); use cpu devices");
-        return inner(d, worker);
+// Why device `d` cannot get a worker, or "" when it can: cuda entries need a
+// build with CUDA, the real model (not the fake scorer), and the GPU itself.
+std::string cuda_refusal(const device_spec& d, bool real_model) {
+    if (d.kind != device_spec::kind_t::cuda) return "";
+#if defined(QAQ_LLAMA_WITH_CUDA)
+    if (!real_model) return "device " + d.text + ": the fake scorer runs on cpu devices only";
+    std::string reason;
+    const int count = qaq::llama::cuda_device_count(&reason);
+    if (count == 0) return "device " + d.text + ": no usable CUDA device on this machine (" + reason + ")";
+    if (d.index >= count)
+        return "device " + d.text + ": no such device; this machine has " + std::to_string(count) +
+               " CUDA device(s), cuda:0..cuda:" + std::to_string(count - 1);
+    return "";
+#else
+    (void)real_model;
+    return "device " + d.text +
+           ": CUDA workers are not available in this build (qaq-eval was built without CUDA: configure with "
+           "-DQAQ_ENABLE_CUDA=ON where the CUDA toolkit is installed); use cpu devices";
+#endif
+}
+
+// cpu entries get `cpu`'s scorers, cuda entries `cuda`'s (null: refused).
+scorer_factory by_device(scorer_factory cpu, scorer_factory cuda, bool real_model) {
+    return [cpu, cuda, real_model](const device_spec& d, int worker) -> std::unique_ptr<multiple_choice_scorer> {
+        if (d.kind == device_spec::kind_t::cpu) return cpu(d, worker);
+        const std::string refusal = cuda_refusal(d, real_model);
+        QAQ_CHECK(refusal.empty() && cuda, refusal.empty() ? "device " + d.text + ": no CUDA scorer" : refusal);
+        return cuda(d, worker);
     };
 }
 
@@ -143,11 +170,12 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         std::unique_ptr<experiment> exp = make_experiment();
 
         const std::vector<device_spec> devices = parse_devices(o.devices);
-        if (!o.mpi)  // (under MPI each rank checks its own device when its worker starts, and rank 0 reports)
-            for (const auto& d : devices)
-                QAQ_CHECK(d.kind == device_spec::kind_t::cpu, "device ", d.text,
-                          ": CUDA workers are not available in this build (qaq-eval has no CUDA scorer yet); use cpu devices");
         QAQ_CHECK(o.scorer == "fake" || o.scorer == "model", "--scorer ", o.scorer, ": expected fake or model");
+        if (!o.mpi)  // (under MPI each rank checks its own device when its worker starts, and rank 0 reports)
+            for (const auto& d : devices) {
+                const std::string refusal = cuda_refusal(d, o.scorer == "model");
+                QAQ_CHECK(refusal.empty(), refusal);
+            }
 
         experiment_settings settings = exp->default_settings();
         if (!o.datasets.empty()) settings.datasets = split_list(o.datasets);
@@ -182,11 +210,15 @@ int run_command(const run_options& o, int* argc, char*** argv) {
         const int threads = o.threads > 0 ? o.threads
                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
                                                             static_cast<int>(local_workers));
+        scorer_factory cuda_factory;
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (real_model) cuda_factory = with_threads(make_cuda_model_scorer_factory(shared_model), threads);
+#endif
         const scorer_factory factory =
-            real_model ? cuda_guard(with_threads(make_model_scorer_factory(shared_model), threads))
-                       : cuda_guard([answers, fake_options](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
+            real_model ? by_device(with_threads(make_model_scorer_factory(shared_model), threads), cuda_factory, true)
+                       : by_device([answers, fake_options](const device_spec&, int) -> std::unique_ptr<multiple_choice_scorer> {
                              return std::make_unique<fake_scorer>(answers, fake_options);
-                         });
+                         }, nullptr, false);
         const model_identity model = real_model ? model_identity_of(model_path) : fake_scorer::identity(fake_options);
 
         std::unique_ptr<task_executor> executor;

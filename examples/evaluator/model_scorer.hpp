@@ -19,6 +19,11 @@
 //
 // The model (and its float32 weight copy, model_options::dense_weights) is
 // built once per process and shared by the workers: it is immutable.
+//
+// The full-precision passes of the prefill protocol go through a
+// scoring_forward: the CPU model here, or a CUDA device (cuda_scorer.hpp).
+// Quantization always runs on the host, from the context's K/V as the
+// forward hands them back, so every device quantizes exactly alike.
 
 #include <algorithm>
 #include <cmath>
@@ -66,11 +71,67 @@ private:
     }
 };
 
+/// The forward passes of the prefill protocol on one device: the context's
+/// prefill, and continuations of host caches (the exact context cache or a
+/// dequantized one) by a choice's tokens, in one batch.
+class scoring_forward {
+public:
+    /// `tokens` continuing a cache that holds `keys` and `values` [L, 1, Hk, T, D] (host memory).
+    struct continuation {
+        const std::vector<std::int32_t>* tokens = nullptr;
+        qaq::kv_view<const float> keys, values;
+        llama::prefill_options options;
+    };
+
+    virtual ~scoring_forward() = default;
+    virtual llama::prefill_result prefill(const std::vector<std::int32_t>& tokens, const llama::prefill_options& o) = 0;
+    /// As llama_model::extend_batch over caches assigned from each continuation's K/V.
+    virtual std::vector<llama::prefill_result> continue_all(const std::vector<continuation>& jobs) = 0;
+    /// Whether this is the host CPU model (which the decode protocol needs).
+    virtual bool is_cpu() const { return false; }
+    /// Where it runs, for messages: "cpu" or e.g. "cuda:0 (NVIDIA H200, sm_90)".
+    virtual std::string device() const = 0;
+};
+
+/// The CPU model's passes (float_kv_cache continuations through extend_batch).
+class cpu_scoring_forward final : public scoring_forward {
+public:
+    explicit cpu_scoring_forward(const llama::llama_model& model) : model_(model) {}
+
+    llama::prefill_result prefill(const std::vector<std::int32_t>& tokens, const llama::prefill_options& o) override {
+        return model_.prefill(tokens, o);
+    }
+    std::vector<llama::prefill_result> continue_all(const std::vector<continuation>& jobs) override {
+        std::vector<llama::float_kv_cache> caches;
+        caches.reserve(jobs.size());
+        std::vector<llama::extend_job> batch;
+        for (const continuation& c : jobs) {
+            caches.emplace_back(model_.config(), c.keys.shape.tokens + static_cast<std::int64_t>(c.tokens->size()));
+            caches.back().assign(c.keys, c.values);
+        }
+        for (std::size_t i = 0; i < jobs.size(); ++i) batch.push_back(llama::extend_job{jobs[i].tokens, &caches[i], jobs[i].options});
+        return model_.extend_batch(batch);
+    }
+    bool is_cpu() const override { return true; }
+    std::string device() const override { return "cpu"; }
+
+private:
+    const llama::llama_model& model_;
+};
+
 class llama_scorer final : public multiple_choice_scorer {
 public:
-    explicit llama_scorer(const std::string& path) : shared_(std::make_shared<const loaded_model>(path)) {}
+    explicit llama_scorer(const std::string& path)
+        : shared_(std::make_shared<const loaded_model>(path)), forward_(std::make_unique<cpu_scoring_forward>(shared_->model)) {}
     explicit llama_scorer(std::shared_ptr<const loaded_model> shared) : shared_(std::move(shared)) {
         QAQ_CHECK(static_cast<bool>(shared_), "llama_scorer needs a model");
+        forward_ = std::make_unique<cpu_scoring_forward>(shared_->model);
+    }
+    /// The prefill protocol's passes on another device; `shared` still gives
+    /// the vocabulary (and the host model the forward was built from).
+    llama_scorer(std::shared_ptr<const loaded_model> shared, std::unique_ptr<scoring_forward> forward)
+        : shared_(std::move(shared)), forward_(std::move(forward)) {
+        QAQ_CHECK(static_cast<bool>(shared_) && static_cast<bool>(forward_), "llama_scorer needs a model and a forward pass");
     }
 
     choice_scores score(const std::string& context, const std::vector<std::string>& choices,
@@ -85,7 +146,6 @@ public:
         int window = 1;
         for (const quantizer_pair& p : pairs) window = std::max({window, p.key.window, p.value.window});
         prepare(context, choices, window);
-        const llama::llama_config& c = model().config();
         const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
 
         if (protocol_ == "decode") return score_decoding(pairs);
@@ -118,24 +178,18 @@ public:
                 columns += choice_length(units[end].choice);
                 ++end;
             }
-            std::vector<llama::float_kv_cache> caches;
-            caches.reserve(end - begin);
-            std::vector<llama::extend_job> jobs;
+            std::vector<scoring_forward::continuation> jobs;
             for (std::size_t u = begin; u < end; ++u) {
-                const std::size_t p = units[u].pair, i = units[u].choice;
-                caches.emplace_back(c, T + choice_length(i));
-                caches.back().assign(qaq::kv_view<const float>::contiguous(keys[p].data(), exact_.kv),
-                                     qaq::kv_view<const float>::contiguous(values[p].data(), exact_.kv));
-            }
-            for (std::size_t u = begin; u < end; ++u) {
-                llama::extend_job job;
+                const std::size_t p = units[u].pair;
+                scoring_forward::continuation job;
                 job.tokens = &choice_tokens_[units[u].choice];
-                job.cache = &caches[u - begin];
+                job.keys = qaq::kv_view<const float>::contiguous(keys[p].data(), exact_.kv);
+                job.values = qaq::kv_view<const float>::contiguous(values[p].data(), exact_.kv);
                 job.options.attention_rows = -1;  // every choice row, for the attention error
                 job.options.logits_from = T;      // logits at every choice position
                 jobs.push_back(job);
             }
-            const std::vector<llama::prefill_result> runs = model().extend_batch(jobs);
+            const std::vector<llama::prefill_result> runs = forward_->continue_all(jobs);
             for (std::size_t u = begin; u < end; ++u)
                 add_choice(runs[u - begin], units[u].choice, out[units[u].pair]);
             begin = end;
@@ -146,6 +200,9 @@ public:
     void set_protocol(const std::string& protocol) override {
         QAQ_CHECK(protocol == "prefill" || protocol == "decode", "protocol \"", protocol,
                   "\": expected prefill or decode");
+        QAQ_CHECK(protocol == "prefill" || forward_->is_cpu(), "protocol \"", protocol, "\" is not yet available on ",
+                  forward_->device(), " (it decodes over qaq's packed cache on the CPU); use --protocol prefill there, "
+                  "or cpu devices");
         protocol_ = protocol;
     }
 
@@ -281,7 +338,7 @@ private:
         o.keep_kv = true;
         o.attention_rows = rows;
         o.logits_from = T - 1;
-        exact_.result = m.prefill(context_tokens_, o);
+        exact_.result = forward_->prefill(context_tokens_, o);
         exact_.kv = exact_.result.kv;
         const auto kv = exact_.result.key_view();
         exact_.keys.assign(kv.data, kv.data + kv.shape.element_count());
@@ -299,22 +356,17 @@ private:
                       choice, "' (", all.size(), " tokens) do not fit the model's context length");
         }
         // The exact continuations, all choices in one batch.
-        std::vector<llama::float_kv_cache> caches;
-        caches.reserve(choices.size());
-        std::vector<llama::extend_job> jobs;
+        std::vector<scoring_forward::continuation> jobs;
         for (std::size_t i = 0; i < choices.size(); ++i) {
-            caches.emplace_back(m.config(), T + choice_length(i));
-            caches.back().assign(exact_.result.key_view(), exact_.result.value_view());
-        }
-        for (std::size_t i = 0; i < choices.size(); ++i) {
-            llama::extend_job job;
+            scoring_forward::continuation job;
             job.tokens = &choice_tokens_[i];
-            job.cache = &caches[i];
+            job.keys = exact_.result.key_view();
+            job.values = exact_.result.value_view();
             job.options.attention_rows = -1;
             job.options.logits_from = T;
             jobs.push_back(job);
         }
-        exact_choices_ = m.extend_batch(jobs);
+        exact_choices_ = forward_->continue_all(jobs);
     }
 
     double log_probability(const float* logits, std::int32_t token) const {
@@ -326,6 +378,7 @@ private:
     }
 
     std::shared_ptr<const loaded_model> shared_;
+    std::unique_ptr<scoring_forward> forward_;
     std::string protocol_ = "prefill";
     std::string context_;
     std::vector<std::string> choices_;

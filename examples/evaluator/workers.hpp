@@ -9,8 +9,9 @@
 //   cuda:0@40GiB        CUDA device 0, at most 40 GiB (the original's
 //                       device_configs entry: main device + memory budget)
 // MEMORY: a number with B, KB/MB/GB/TB (10^3) or KiB/MiB/GiB/TiB (2^10) units.
-// This build has no CUDA scorer: a cuda entry makes the run stop, before any
-// task, with "not available in this build".
+// cuda entries get CUDA workers in builds with CUDA (cuda_scorer.hpp); a
+// build without CUDA stops the run before any task with "not available in
+// this build" (qaq-eval's main.cpp decides).
 
 #include <algorithm>
 #include <atomic>

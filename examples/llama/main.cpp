@@ -6,6 +6,10 @@
 //                        [--temperature T --top-k K --seed S] [--kv SPEC] [--kv-mode prefill|decode]
 //   qaq-llama perplexity --model FILE [--file TEXT] [--context 512] [--stride N] [--max-tokens N]
 //                        [--kv SPEC] [--mode prefill|decode] [--json OUT]
+//   qaq-llama bench      --model FILE [-p 512] [-n 128] [-r 3] [--kv SPEC]
+//
+// generate, perplexity and bench take --device cpu (default) or cuda:N (the
+// exact float32 forward on a GPU, in builds with CUDA; llama/device_runner.hpp).
 //
 // --model defaults to where scripts/fetch-model.sh puts SmolLM2-135M-Instruct.
 // --kv takes the grammar of examples/common/kv_spec.hpp (fp32, fp16,
@@ -36,6 +40,7 @@
 
 #include "common/kv_spec.hpp"
 #include "llama/calibration.hpp"
+#include "llama/device_runner.hpp"
 #include "llama/gguf.hpp"
 #include "llama/model.hpp"
 #include "llama/model_config.hpp"
@@ -183,6 +188,16 @@ kv_bytes measure(const float_kv_cache& c, const llama_config& cfg) {
     return b;
 }
 
+kv_bytes measure_exact(std::int64_t tokens, const llama_config& cfg) {
+    kv_bytes b;
+    b.exact = true;
+    b.tokens = tokens;
+    b.elements = 2 * cfg.layers * cfg.kv_dim() * tokens;
+    b.used = b.allocated = 4 * b.elements;
+    b.reference_key_bits = b.reference_value_bits = 32.0;
+    return b;
+}
+
 kv_bytes measure(const quantized_decode_cache& c) {
     kv_bytes b;
     const qaq::kv_cache_byte_report r = c.cache().bytes();
@@ -253,6 +268,7 @@ void resolve_auto(kv_spec& spec, const llama_model& model, const std::vector<std
 struct common_options {
     std::string model;
     int threads = 0;
+    std::string device = "cpu";
 };
 
 void add_common(CLI::App* app, common_options& o) {
@@ -260,6 +276,8 @@ void add_common(CLI::App* app, common_options& o) {
     app->add_option("--threads,-t", o.threads,
                     "threads (default: all hardware threads, or 1 when the load average says they are busy)")
         ->check(CLI::Range(1, 1024));
+    app->add_option("--device", o.device,
+                    "cpu (default) or cuda:N: the forward pass on CUDA device N (builds with CUDA; --kv fp32 only)");
 }
 
 // Default threads: every hardware thread, unless the machine is already busy
@@ -396,9 +414,22 @@ std::int32_t sample(const std::vector<float>& logits, const generate_options& o,
     return ids[pick(rng)];
 }
 
+#if defined(QAQ_LLAMA_WITH_CUDA)
+std::unique_ptr<cuda_runner> start_cuda(const llama_model& model, const device_choice& device) {
+    const auto t0 = clock_type::now();
+    auto runner = std::make_unique<cuda_runner>(model, device);
+    std::fprintf(stderr, "device: %s, %s of float32 weights uploaded in %.2f s (budget %s)\n",
+                 runner->model().device_name().c_str(), format_bytes(double(runner->model().weight_bytes())).c_str(),
+                 seconds_since(t0), format_bytes(double(runner->model().memory_budget())).c_str());
+    return runner;
+}
+#endif
+
 int run_generate(const common_options& co, generate_options o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
+    const device_choice device = parse_device(co.device);
+    require_exact_cache(spec, device);
     QAQ_CHECK(o.kv_mode == "prefill" || o.kv_mode == "decode", "--kv-mode is '", o.kv_mode, "'; expected prefill or decode");
     loaded l = load(co, true);
     const llama_model& model = *l.model;
@@ -428,8 +459,23 @@ int run_generate(const common_options& co, generate_options o) {
     std::unique_ptr<quantized_decode_cache> quantized;
     decode_cache* cache = nullptr;
     std::vector<float> logits(static_cast<std::size_t>(cfg.vocab));
+#if defined(QAQ_LLAMA_WITH_CUDA)
+    std::unique_ptr<cuda_runner> gpu;
+    if (device.cuda) gpu = start_cuda(model, device);
+#endif
+    // One token through the cache, its logits into `logits`.
+    const auto advance = [&](std::int32_t token) {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (gpu) return gpu->step(token, logits);
+#endif
+        model.decode(token, *cache, logits.data());
+    };
     const auto t_prefill = clock_type::now();
-    if (spec.exact) {
+    if (device.cuda) {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        gpu->start(prompt, capacity, logits);
+#endif
+    } else if (spec.exact) {
         exact = std::make_unique<float_kv_cache>(cfg, capacity);
         const prefill_result r = model.extend(prompt, *exact);
         std::copy(r.logits.begin(), r.logits.end(), logits.begin());
@@ -465,7 +511,7 @@ int run_generate(const common_options& co, generate_options o) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
         if (i + 1 == new_tokens) break;
-        model.decode(next, *cache, logits.data());
+        advance(next);
         ++decoded;
     }
     const double decode_s = seconds_since(t_decode);
@@ -477,7 +523,7 @@ int run_generate(const common_options& co, generate_options o) {
                  double(P) / prefill_s);
     std::fprintf(stderr, "generated: %zu tokens, %lld decode steps in %.3f s (%.1f tokens/s)\n", generated.size(),
                  static_cast<long long>(decoded), decode_s, decoded > 0 ? double(decoded) / decode_s : 0.0);
-    const kv_bytes b = exact ? measure(*exact, cfg) : measure(*quantized);
+    const kv_bytes b = exact ? measure(*exact, cfg) : quantized ? measure(*quantized) : measure_exact(P + decoded, cfg);
     std::fprintf(stderr, "%s\n", describe_bytes(b).c_str());
     return 0;
 }
@@ -543,6 +589,8 @@ std::vector<std::int32_t> tokenize_corpus(const tokenizer& tok, const std::strin
 int run_perplexity(const common_options& co, perplexity_options o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
+    const device_choice device = parse_device(co.device);
+    require_exact_cache(spec, device);
     QAQ_CHECK(o.mode == "prefill" || o.mode == "decode", "--mode is '", o.mode, "'; expected prefill or decode");
     QAQ_CHECK(o.context >= 2, "--context is ", o.context, "; expected at least 2");
     const std::int64_t C = o.context;
@@ -581,6 +629,10 @@ int run_perplexity(const common_options& co, perplexity_options o) {
     double prefill_s = 0.0, decode_s = 0.0, baseline_s = 0.0;
     kv_bytes bytes_sum;
     kv_bytes last_bytes;
+#if defined(QAQ_LLAMA_WITH_CUDA)
+    std::unique_ptr<cuda_runner> gpu;
+    if (device.cuda) gpu = start_cuda(model, device);
+#endif
     progress_bar bar(o.progress, windows, "windows");
     const auto t_all = clock_type::now();
     std::vector<float> logits(static_cast<std::size_t>(V));
@@ -592,7 +644,15 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             const auto t0 = clock_type::now();
             prefill_options po;
             po.logits_from = first_scored - 1;
-            exact = model.prefill(win, po);
+            bool on_device = false;
+#if defined(QAQ_LLAMA_WITH_CUDA)
+            if (gpu) {
+                // The log-softmax on the device: log p of the scored tokens only.
+                for (double lp : gpu->model().next_token_log_probabilities(win, first_scored - 1)) baseline_nll -= lp;
+                on_device = true;
+            }
+#endif
+            if (!on_device) exact = model.prefill(win, po);
             const double s = seconds_since(t0);
             if (spec.exact) {
                 prefill_s += s;
@@ -600,8 +660,9 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             } else {
                 baseline_s += s;
             }
-            for (std::int64_t p = first_scored; p < C; ++p)
-                baseline_nll += negative_log_likelihood(exact.logits_at(p - 1), V, win[static_cast<std::size_t>(p)]);
+            if (!on_device)
+                for (std::int64_t p = first_scored; p < C; ++p)
+                    baseline_nll += negative_log_likelihood(exact.logits_at(p - 1), V, win[static_cast<std::size_t>(p)]);
         }
         if (spec.exact) {
             nll = baseline_nll;
@@ -706,6 +767,7 @@ int run_perplexity(const common_options& co, perplexity_options o) {
                             {"decode_seconds", decode_s},
                             {"seconds", total_s},
                             {"threads", thread_count()},
+                            {"device", device.text},
                             {"kv_bytes_last_window", bytes_json(last_bytes)},
                             {"kv_compression_mean_real", spec.exact ? 0.5 : mean.real_ratio()},
                             {"kv_compression_mean_reference", spec.exact ? 0.5 : mean.reference_ratio()}};
@@ -739,6 +801,8 @@ double cpu_seconds() {
 int run_bench(const common_options& co, const bench_options& o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
+    const device_choice device = parse_device(co.device);
+    require_exact_cache(spec, device);
     loaded l = load(co, false);
     const llama_model& model = *l.model;
     const llama_config& cfg = model.config();
@@ -758,6 +822,38 @@ int run_bench(const common_options& co, const bench_options& o) {
                     test, "", static_cast<long long>(n), thread_count(), double(n) / best, double(n) / mean, cpu_mean,
                     double(n) / cpu_mean);
     };
+#if defined(QAQ_LLAMA_WITH_CUDA)
+    if (device.cuda) {
+        std::unique_ptr<cuda_runner> gpu = start_cuda(model, device);
+        std::vector<float> logits;
+        if (o.prompt_tokens > 0) {
+            std::vector<double> wall, cpu;
+            const std::vector<std::int32_t> tokens(prompt.begin(), prompt.begin() + o.prompt_tokens);
+            gpu->model().prefill(std::vector<std::int32_t>(tokens.begin(), tokens.begin() + std::min<std::int64_t>(16, o.prompt_tokens)));
+            for (int r = 0; r < o.repetitions; ++r) {
+                const auto t0 = clock_type::now();
+                const double c0 = cpu_seconds();
+                gpu->model().prefill(tokens);
+                wall.push_back(seconds_since(t0));
+                cpu.push_back(cpu_seconds() - c0);
+            }
+            report("pp", o.prompt_tokens, wall, cpu);
+        }
+        if (o.gen_tokens > 0) {
+            std::vector<double> wall, cpu;
+            for (int r = 0; r < o.repetitions; ++r) {
+                const auto t0 = clock_type::now();
+                const double c0 = cpu_seconds();
+                gpu->start({prompt[0]}, o.gen_tokens, logits);
+                for (std::int64_t i = 1; i < o.gen_tokens; ++i) gpu->step(prompt[static_cast<std::size_t>(i)], logits);
+                wall.push_back(seconds_since(t0));
+                cpu.push_back(cpu_seconds() - c0);
+            }
+            report("tg", o.gen_tokens, wall, cpu);
+        }
+        return 0;
+    }
+#endif
     if (o.prompt_tokens > 0) {
         std::vector<double> wall, cpu;
         const std::vector<std::int32_t> tokens(prompt.begin(), prompt.begin() + o.prompt_tokens);
@@ -792,7 +888,7 @@ int run_bench(const common_options& co, const bench_options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"qaq-llama: a minimal LLaMA runner (GGUF, CPU) with a pluggable quantized KV cache"};
+    CLI::App app{"qaq-llama: a minimal LLaMA runner (GGUF; CPU, or CUDA with --device) with a pluggable quantized KV cache"};
     app.require_subcommand(1);
     common_options common;
 

@@ -129,6 +129,61 @@ void parallel_ranges(std::int64_t n, std::int64_t grain, bool parallel, F&& f) {
 }
 
 // ---------------------------------------------------------------------------
+// Per-element math of the forward pass. Free functions so that the CUDA
+// forward's scalar cores (llama/cuda/forward_scalar.cuh) are tested against
+// exactly what this model computes.
+// ---------------------------------------------------------------------------
+
+/// RMSNorm of one row: out = x * weight / sqrt(mean(x^2) + eps).
+inline void rms_norm_row(const float* x, const float* weight, float* out, std::int64_t n, double eps) {
+    const Eigen::Map<const Eigen::VectorXf> v(x, n);
+    const float inv = 1.0f / std::sqrt(v.squaredNorm() / static_cast<float>(n) + static_cast<float>(eps));
+    Eigen::Map<Eigen::VectorXf>(out, n) = v.cwiseProduct(Eigen::Map<const Eigen::VectorXf>(weight, n)) * inv;
+}
+
+/// The RoPE inverse frequencies theta^(-2i/D), i < D/2, in double.
+inline std::vector<double> rope_inverse_frequencies(double theta, std::int64_t head_dim) {
+    std::vector<double> f(static_cast<std::size_t>(head_dim / 2));
+    for (std::int64_t i = 0; i < head_dim / 2; ++i)
+        f[static_cast<std::size_t>(i)] = std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    return f;
+}
+
+/// cos and sin of position * inverse_frequencies[i], computed in double, stored as float.
+inline void rope_table(std::int64_t position, const std::vector<double>& inverse_frequencies, float* cosines,
+                       float* sines) {
+    for (std::size_t i = 0; i < inverse_frequencies.size(); ++i) {
+        const double angle = static_cast<double>(position) * inverse_frequencies[i];
+        cosines[i] = static_cast<float>(std::cos(angle));
+        sines[i] = static_cast<float>(std::sin(angle));
+    }
+}
+
+/// llama.cpp's LLAMA_ROPE_TYPE_NORM on one head: the adjacent pairs
+/// (x[2i], x[2i+1]), i < pairs, rotate by the angles of a rope_table.
+inline void rotate_pairs(float* x, const float* cosines, const float* sines, std::int64_t pairs) {
+    for (std::int64_t i = 0; i < pairs; ++i) {
+        const float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = a * cosines[i] - b * sines[i];
+        x[2 * i + 1] = a * sines[i] + b * cosines[i];
+    }
+}
+
+/// SwiGLU's gate of the batched pass: gate[i] = silu(gate[i]) * up[i].
+inline void silu_gate(float* gate, const float* up, std::int64_t n) {
+    Eigen::Map<Eigen::ArrayXf> g(gate, n);
+    g = g / (1.0f + (-g).exp()) * Eigen::Map<const Eigen::ArrayXf>(up, n);
+}
+
+/// Attention softmax of one row of raw scores q.k, in place: softmax(scale * row).
+inline void scaled_softmax(float* row, std::int64_t n, float scale) {
+    Eigen::Map<Eigen::ArrayXf> p(row, n);
+    p *= scale;
+    p = (p - p.maxCoeff()).exp();
+    p /= p.sum();
+}
+
+// ---------------------------------------------------------------------------
 // Weights
 // ---------------------------------------------------------------------------
 
@@ -576,10 +631,7 @@ public:
             for (layer_weights& w : layers_)
                 for (weight_matrix* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) m->keep_dense_copy();
         }
-        inverse_frequencies_.resize(static_cast<std::size_t>(c.head_dim / 2));
-        for (std::int64_t i = 0; i < c.head_dim / 2; ++i)
-            inverse_frequencies_[static_cast<std::size_t>(i)] =
-                std::pow(c.rope_theta, -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
+        inverse_frequencies_ = rope_inverse_frequencies(c.rope_theta, c.head_dim);
     }
 
     const llama_config& config() const noexcept { return config_; }
@@ -587,6 +639,7 @@ public:
     const std::vector<layer_weights>& layers() const noexcept { return layers_; }
     const weight_matrix& output() const noexcept { return output_; }
     const weight_matrix& embeddings() const noexcept { return embeddings_; }
+    const std::vector<float>& output_norm() const noexcept { return output_norm_; }
 
     /// Bytes of all weight matrices as stored (what decode reads per token).
     std::int64_t weight_bytes() const noexcept {
@@ -715,10 +768,7 @@ public:
                     s.resize(T, n);
                     s.noalias() = K * q.block(hh * D, first[j], D, n);
                     for (std::int64_t i = 0; i < n; ++i) {
-                        auto col = s.col(i).head(P + i + 1).array();
-                        col *= scale;
-                        col = (col - col.maxCoeff()).exp();
-                        col /= col.sum();
+                        scaled_softmax(s.col(i).data(), P + i + 1, scale);
                         s.col(i).tail(n - i - 1).setZero();
                     }
                     att.block(hh * D, first[j], D, n).noalias() = V.transpose() * s;
@@ -734,7 +784,7 @@ public:
             rms_norm(x, w.ffn_norm, h);
             w.gate.multiply(h.data(), N, gate.data(), F, false, scratch);
             w.up.multiply(h.data(), N, up.data(), F, false, scratch);
-            gate.array() = gate.array() / (1.0f + (-gate.array()).exp()) * up.array();
+            silu_gate(gate.data(), up.data(), gate.size());
             w.down.multiply(gate.data(), N, x.data(), E, true, scratch);
         }
 
@@ -874,26 +924,15 @@ private:
     }
 
     void rope_table(std::int64_t position, float* cosines, float* sines) const {
-        for (std::size_t i = 0; i < inverse_frequencies_.size(); ++i) {
-            const double angle = static_cast<double>(position) * inverse_frequencies_[i];
-            cosines[i] = static_cast<float>(std::cos(angle));
-            sines[i] = static_cast<float>(std::sin(angle));
-        }
+        llama::rope_table(position, inverse_frequencies_, cosines, sines);
     }
 
-    // llama.cpp's LLAMA_ROPE_TYPE_NORM: adjacent pairs.
     void rotate(float* x, const float* cosines, const float* sines) const {
-        for (std::size_t i = 0; i < inverse_frequencies_.size(); ++i) {
-            const float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * cosines[i] - b * sines[i];
-            x[2 * i + 1] = a * sines[i] + b * cosines[i];
-        }
+        rotate_pairs(x, cosines, sines, static_cast<std::int64_t>(inverse_frequencies_.size()));
     }
 
     void rms_norm_vector(const float* x, const float* weight, float* out, std::int64_t n) const {
-        const Eigen::Map<const Eigen::VectorXf> v(x, n);
-        const float inv = 1.0f / std::sqrt(v.squaredNorm() / static_cast<float>(n) + static_cast<float>(config_.rms_eps));
-        Eigen::Map<Eigen::VectorXf>(out, n) = v.cwiseProduct(Eigen::Map<const Eigen::VectorXf>(weight, n)) * inv;
+        rms_norm_row(x, weight, out, n, config_.rms_eps);
     }
 
     void rms_norm(const column_matrix& x, const std::vector<float>& weight, column_matrix& out) const {

@@ -161,7 +161,17 @@ TEST_CASE("qaq-eval reports user errors clearly", "[eval][cli]") {
     CHECK_THAT(r.output, Contains("unknown dataset \"nope\""));
     r = qaq_eval(fixture_run(w, "smoke", "--devices cuda:0@40GiB"), w);
     CHECK(r.status == 2);
-    CHECK_THAT(r.output, Contains("device cuda:0@40GiB: CUDA workers are not available in this build"));
+    // (A build with CUDA has CUDA workers, but only for the real model.)
+    CHECK_THAT(r.output, Contains(QAQ_EVAL_CUDA_BUILD ? "device cuda:0@40GiB: the fake scorer runs on cpu devices only"
+                                                      : "device cuda:0@40GiB: CUDA workers are not available in this build"));
+    if (QAQ_EVAL_CUDA_BUILD) {
+        // No GPU on this machine, or no 100th one: either way the device is named, before any model loads.
+        r = qaq_eval("run --preset smoke --dataset " + quote("jsonl:" + data("questions.jsonl")) +
+                         " --model m.gguf --devices cuda:99 --results " + quote((w / "m.jsonl").string()),
+                     w);
+        CHECK(r.status == 2);
+        CHECK_THAT(r.output, Contains("device cuda:99: no usable CUDA device") || Contains("device cuda:99: no such device"));
+    }
     r = qaq_eval("run --preset smoke --dataset " + quote("jsonl:" + data("questions.jsonl")) + " --model m.gguf --results " +
                      quote((w / "m.jsonl").string()),
                  w);

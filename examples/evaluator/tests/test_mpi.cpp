@@ -67,7 +67,9 @@ TEST_CASE("qaq-eval --mpi with two ranks matches a single-process run", "[mpi]")
     // A rank whose device cannot start stops every rank with a clear message.
     r = run_shell(mpirun(2) + common + "--mpi --devices cpu,cuda:0@40GiB --results " + quote((w / "bad.jsonl").string()), w);
     CHECK(r.status != 0);
-    CHECK_THAT(r.output, Contains("rank 1: qaq: device cuda:0@40GiB: CUDA workers are not available in this build"));
+    CHECK_THAT(r.output, Contains(QAQ_EVAL_CUDA_BUILD
+                                      ? "rank 1: qaq: device cuda:0@40GiB: the fake scorer runs on cpu devices only"
+                                      : "rank 1: qaq: device cuda:0@40GiB: CUDA workers are not available in this build"));
     // Device entries must match the ranks.
     r = run_shell(mpirun(2) + common + "--mpi --devices cpu,cpu,cpu --results " + quote((w / "bad.jsonl").string()), w);
     CHECK(r.status != 0);
