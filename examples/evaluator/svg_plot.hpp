@@ -62,7 +62,11 @@ inline std::string num(double v) {
 
 inline std::string tick_label(double v, double step) {
     char buffer[32];
-    const int decimals = step >= 1 ? 0 : std::min(6, static_cast<int>(std::ceil(-std::log10(step) - 1e-9)));
+    // The fewest decimals that write every multiple of the step exactly
+    // (a step of 0.025 needs three: 0.375, not 0.38).
+    int decimals = 0;
+    for (double scaled = step; decimals < 6 && std::abs(scaled - std::round(scaled)) > 1e-6 * scaled; scaled *= 10)
+        ++decimals;
     std::snprintf(buffer, sizeof buffer, "%.*f", decimals, std::abs(v) < step * 1e-9 ? 0.0 : v);
     return buffer;
 }

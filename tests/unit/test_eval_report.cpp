@@ -114,6 +114,17 @@ TEST_CASE("eval: SVG plot parses back with its series, in x order", "[eval][repo
     CHECK_NOTHROW(check_tags(render_svg(empty)));
 }
 
+TEST_CASE("eval: SVG tick labels write every multiple of the step exactly", "[eval][report]") {
+    using qaq::eval::detail::tick_label;
+    CHECK(tick_label(0.375, 0.025) == "0.375");  // not "0.38": a 2.5 step needs one more decimal
+    CHECK(tick_label(0.4, 0.025) == "0.400");
+    CHECK(tick_label(0.3, 0.1) == "0.3");
+    CHECK(tick_label(0.25, 0.05) == "0.25");
+    CHECK(tick_label(7.5, 2.5) == "7.5");
+    CHECK(tick_label(4, 2) == "4");
+    CHECK(tick_label(1e-12, 0.5) == "0.0");  // rounding noise at zero prints as zero
+}
+
 TEST_CASE("eval: envelope and the best ratio within one point of fp16", "[eval][report]") {
     std::vector<evaluation_record> r = {record("fp16", 1, 0.80, true), record("qaq", 4, 0.80), record("qaq", 6, 0.795),
                                         record("qaq", 5, 0.70), record("qaq", 8, 0.60), record("uniform", 3, 0.78)};
