@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "qaq/backend/cpu/fp16_rounding.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
 #include "qaq/types.hpp"
@@ -19,7 +20,10 @@ inline constexpr std::int64_t bytes_per_value(storage_precision p) noexcept {
 
 /// The value `x` becomes when stored in precision `p` (fp16: round to nearest even).
 inline float round_to(storage_precision p, float x) noexcept {
-    return p == storage_precision::fp16 ? static_cast<float>(Eigen::half(x)) : x;
+    if (p != storage_precision::fp16) return x;
+    float r;
+    if (backend::simd::fp16_round_nearest(x, r)) return r;  // F16C: the same value, one instruction
+    return static_cast<float>(Eigen::half(x));
 }
 
 /// Rounds a finite codec parameter; throws when fp16 cannot hold it.
@@ -34,7 +38,10 @@ inline float round_parameter(storage_precision p, float x, const char* what) {
 /// of to nearest: the stored value is <= x (or >= x). Throws where
 /// round_parameter does, and where the directed rounding leaves the fp16 range.
 inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
-    float r = round_parameter(p, x, what);
+    float r;
+    // F16C rounds in the wanted direction at once; it declines where this path throws.
+    if (p == storage_precision::fp16 && backend::simd::fp16_round_directed(x, up, r)) return r;
+    r = round_parameter(p, x, what);
     if (p == storage_precision::fp16 && (up ? r < x : r > x)) {
         // The fp16 neighbour of r in that direction (+-0 step to the smallest subnormal).
         auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(r));
@@ -51,7 +58,8 @@ inline float round_parameter_directed(storage_precision p, float x, bool up, con
 /// Writes `x` (already representable) at `out` in precision `p`.
 inline void store_value(storage_precision p, float x, std::uint8_t* out) noexcept {
     if (p == storage_precision::fp16) {
-        const std::uint16_t bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x));
+        std::uint16_t bits;
+        if (!backend::simd::fp16_bits_nearest(x, bits)) bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x));
         std::memcpy(out, &bits, 2);
     } else {
         std::memcpy(out, &x, 4);
