@@ -34,14 +34,11 @@ inline float round_parameter(storage_precision p, float x, const char* what) {
     return r;
 }
 
-/// round_parameter, rounded toward -Inf (`up` false) or +Inf (`up` true) instead
-/// of to nearest: the stored value is <= x (or >= x). Throws where
-/// round_parameter does, and where the directed rounding leaves the fp16 range.
-inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
-    float r;
-    // F16C rounds in the wanted direction at once; it declines where this path throws.
-    if (p == storage_precision::fp16 && backend::simd::fp16_round_directed(x, up, r)) return r;
-    r = round_parameter(p, x, what);
+namespace detail {
+// round_parameter_directed through Eigen::half: to nearest, then one fp16 step toward x when
+// that landed on the wrong side. Out of line, so the F16C path inlines where it is called.
+QAQ_NOINLINE inline float round_parameter_directed_general(storage_precision p, float x, bool up, const char* what) {
+    float r = round_parameter(p, x, what);
     if (p == storage_precision::fp16 && (up ? r < x : r > x)) {
         // The fp16 neighbour of r in that direction (+-0 step to the smallest subnormal).
         auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(r));
@@ -53,6 +50,17 @@ inline float round_parameter_directed(storage_precision p, float x, bool up, con
                   " does not fit the fp16 parameter storage (|x| <= 65504); use storage_precision::fp32");
     }
     return r;
+}
+}  // namespace detail
+
+/// round_parameter, rounded toward -Inf (`up` false) or +Inf (`up` true) instead
+/// of to nearest: the stored value is <= x (or >= x). Throws where
+/// round_parameter does, and where the directed rounding leaves the fp16 range.
+inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
+    float r;
+    // F16C rounds in the wanted direction at once; it declines where the general path throws.
+    if (p == storage_precision::fp16 && backend::simd::fp16_round_directed(x, up, r)) return r;
+    return detail::round_parameter_directed_general(p, x, up, what);
 }
 
 /// Writes `x` (already representable) at `out` in precision `p`.

@@ -387,9 +387,8 @@ public:
     }
 
 private:
-    // Groups without an outlier policy on the CPU backend go through quantize_batch.
-    static constexpr bool batches = std::is_same_v<Outliers, ::qaq::outliers::none> &&
-                                    std::is_same_v<Backend, backend::cpu> && !Storage::needs_std;
+    // Contiguous groups on the CPU backend go through quantize_batch.
+    static constexpr bool batches = std::is_same_v<Backend, backend::cpu>;
     static constexpr int batch_size = 8;
     // Running state of quantize(): scratch, per-group outlier counts, the code cursor.
     struct quantize_state {
@@ -403,10 +402,13 @@ private:
         int batch_widths[batch_size];
         std::int64_t batch_offsets[batch_size];
         bool batch_dense[batch_size];
+        std::vector<std::uint8_t> batch_masks;  // batch_size masks of n bytes
         quantize_state(std::int64_t n, std::int64_t groups)
             : values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n)),
               is_outlier(static_cast<std::size_t>(n)),
-              codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)) {}
+              codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)),
+              batch_masks(static_cast<std::size_t>(batches ? batch_size * n : 0)) {}
+        std::uint8_t* batch_mask(int j, std::int64_t n) noexcept { return batch_masks.data() + j * n; }
     };
 
     static constexpr std::int64_t prefetch_tokens = 4;
@@ -439,6 +441,7 @@ private:
             stats.count = n;
             stats.mean = codec_reads_mean ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
             stats.absmax = std::max(std::fabs(stats.min), std::fabs(stats.max));
+            stats.std = 0.0f;
             return true;
         } else {
             (void)x, (void)n, (void)stats;
@@ -446,39 +449,89 @@ private:
         }
     }
 
-    // quantize_group for `count` groups, in three passes: statistics of all, then widths,
-    // parameters and code offsets, then encode + pack. Each pass's per-group work is a chain of
-    // dependent scalar steps (horizontal min/max, fp16 roundings, divisions); side by side, the
-    // chains of different groups overlap instead of each waiting for the one before. A group
-    // with a non-finite value takes quantize_group at its turn (same output order).
+    // quantize_group for `count` groups, in three passes: statistics (and outlier marks) of all,
+    // then widths, parameters, code offsets and exact outliers in group order, then encode +
+    // pack. Each group's work is a chain of dependent scalar steps (horizontal min/max, quantile
+    // ranks, fp16 roundings, divisions); side by side, the chains of different groups overlap
+    // instead of each waiting for the one before. A group whose analysis throws ends the batch:
+    // the groups before it are finished first, then it goes through quantize_group, so the same
+    // error comes first as in group order.
     void quantize_batch(const pending_group* batch, int count, std::int64_t n, std::int64_t tokens,
                         quantize_state& st, packed_tensor& out) const {
-        static_assert(batches, "the batch path is the CPU backend's, without outliers");
+        static_assert(batches, "the batch path is the CPU backend's");
         // In the state, not on the stack: zeroing them per batch (rep stos) cost 3% of quantize.
         group_statistics* stats = st.batch_stats;
         codec_parameters* params = st.batch_params;
         int* widths = st.batch_widths;
         std::int64_t* offsets = st.batch_offsets;
         bool* dense = st.batch_dense;
-        for (int j = 0; j < count; ++j) dense[j] = dense_statistics(batch[j].x, n, stats[j]);
-        for (int j = 0; j < count; ++j) {
+        // Parameters and code offset of group j, in group order.
+        const auto fit_group = [&](int j) {
             const pending_group& p = batch[j];
-            if (!dense[j]) {
-                quantize_group(p.x, n, p.g, p.attention_max, tokens, p.token, st, out);
-                continue;
-            }
             widths[j] = choose_bits(range(stats[j]), p.attention_max, tokens, p.token);
             out.widths[static_cast<std::size_t>(p.g)] = static_cast<std::uint8_t>(widths[j]);
             params[j] = storage_.fit(stats[j], widths[j]);
             offsets[j] = st.code_offset;
             st.code_offset += packed_code_bytes(n, widths[j]);
             store_parameters(params[j], out.parameters.data() + p.g * parameter_bytes());
-            st.counts[static_cast<std::size_t>(p.g)] = 0;
-        }
-        for (int j = 0; j < count; ++j)
-            if (dense[j])
-                Backend::encode(storage_, params[j], widths[j], batch[j].x, nullptr, n, st.codes.data(),
+            st.counts[static_cast<std::size_t>(p.g)] = static_cast<std::uint32_t>(n - stats[j].count);
+        };
+        if constexpr (std::is_same_v<Outliers, ::qaq::outliers::none>) {
+            // Only a non-finite value makes an outlier here: such a (rare) group goes through
+            // quantize_group at its turn, and the others never carry a mask.
+            for (int j = 0; j < count; ++j) dense[j] = dense_statistics(batch[j].x, n, stats[j]);
+            for (int j = 0; j < count; ++j) {
+                if (dense[j]) fit_group(j);
+                else quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
+            }
+            for (int j = 0; j < count; ++j)
+                if (dense[j])
+                    Backend::encode(storage_, params[j], widths[j], batch[j].x, nullptr, n, st.codes.data(),
+                                    out.codes.data() + offsets[j], stats[j].min, stats[j].max);
+        } else {
+            for (int j = 0; j < count; ++j) dense[j] = false;
+            const int ready = analyze_batch(batch, count, n, st);
+            for (int j = 0; j < ready; ++j) {
+                fit_group(j);
+                if (stats[j].count < n) store_outliers(batch[j].x, n, n - stats[j].count, st.batch_mask(j, n), st, out);
+            }
+            for (int j = 0; j < ready; ++j)
+                Backend::encode(storage_, params[j], widths[j], batch[j].x,
+                                stats[j].count < n ? st.batch_mask(j, n) : nullptr, n, st.codes.data(),
                                 out.codes.data() + offsets[j], stats[j].min, stats[j].max);
+            for (int j = ready; j < count; ++j)
+                quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
+        }
+    }
+
+    // Marks and statistics of the batch's groups that the dense pass left; returns how many
+    // groups lead up to the first whose analysis throws (count when none does). Out of line for
+    // the same reason as quantize_group.
+    QAQ_NOINLINE int analyze_batch(const pending_group* batch, int count, std::int64_t n, quantize_state& st) const {
+        for (int j = 0; j < count; ++j) {
+            if (st.batch_dense[j]) continue;
+            try {
+                st.batch_stats[j] = analyze_for_codec(batch[j].x, n, st.batch_mask(j, n), st.scratch.data());
+            } catch (...) {
+                return j;
+            }
+        }
+        return count;
+    }
+
+    // The exact values and positions of a group's outliers (is_outlier: its mask, outlier_count > 0).
+    QAQ_NOINLINE void store_outliers(const float* x, std::int64_t n, std::int64_t outlier_count,
+                                     const std::uint8_t* is_outlier, quantize_state& st, packed_tensor& out) const {
+        const std::int64_t value_bytes = bytes_per_value(out.precision);
+        std::size_t vat = out.outlier_values.size();
+        out.outlier_values.resize(vat + static_cast<std::size_t>(outlier_count * value_bytes));
+        backend::for_each_marked(is_outlier, n, [&](std::int64_t i) {
+            check_outlier_value(x[i]);
+            out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+            store_value(out.precision, x[i], &out.outlier_values[vat]);
+            vat += static_cast<std::size_t>(value_bytes);
+        });
+        st.total_outliers += outlier_count;
     }
 
     // analyze(), except that a codec reading neither mean nor std (the zero-point codec) on the
@@ -499,8 +552,9 @@ private:
         }
     }
 
-    // Quantizes group g (n contiguous values at x) into `out`.
-    void quantize_group(const float* x, std::int64_t n, std::int64_t g, float attention_max, std::int64_t tokens,
+    // Quantizes group g (n contiguous values at x) into `out`. Out of line: inlined into
+    // quantize() beside the batch path, it pushed the fit out of that path's inlining budget.
+    QAQ_NOINLINE void quantize_group(const float* x, std::int64_t n, std::int64_t g, float attention_max, std::int64_t tokens,
                         std::int64_t token, quantize_state& st, packed_tensor& out) const {
         group_statistics stats;
         const bool dense = dense_statistics(x, n, stats);
@@ -519,20 +573,8 @@ private:
         st.code_offset += packed_code_bytes(n, width);
         store_parameters(params, out.parameters.data() + g * parameter_bytes());
 
-        const std::int64_t outlier_count = n - stats.count;
-        st.counts[static_cast<std::size_t>(g)] = static_cast<std::uint32_t>(outlier_count);
-        if (outlier_count > 0) {
-            const std::int64_t value_bytes = bytes_per_value(out.precision);
-            std::size_t vat = out.outlier_values.size();
-            out.outlier_values.resize(vat + static_cast<std::size_t>(outlier_count * value_bytes));
-            backend::for_each_marked(st.is_outlier.data(), n, [&](std::int64_t i) {
-                check_outlier_value(x[i]);
-                out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
-                store_value(out.precision, x[i], &out.outlier_values[vat]);
-                vat += static_cast<std::size_t>(value_bytes);
-            });
-            st.total_outliers += outlier_count;
-        }
+        st.counts[static_cast<std::size_t>(g)] = static_cast<std::uint32_t>(n - stats.count);
+        if (stats.count < n) store_outliers(x, n, n - stats.count, st.is_outlier.data(), st, out);
     }
 
     struct dequantize_state {

@@ -29,7 +29,9 @@ namespace backend::affine {
 
 /// min, max and (when wanted) the double-precision sum of n values, all
 /// finite. Returns false, leaving the outputs unspecified, when a value is
-/// NaN or infinite (the caller then takes the general path). The sum is
+/// NaN or infinite (the caller then takes the general path, which gives the
+/// same statistics; the AVX2 path without the sum also returns false when
+/// values near the float limit overflow its lane sums). The sum is
 /// bit-identical to backend::cpu::double_sum (eight interleaved accumulators);
 /// a zero min or max is +0 whatever the signs of the zeros in the group.
 inline bool dense_statistics_scalar(const float* x, std::int64_t n, bool want_sum, float& min, float& max,
@@ -77,7 +79,9 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
                                                   float& max, double& sum) noexcept {
     __m256 lo = _mm256_set1_ps(std::numeric_limits<float>::infinity());
     __m256 hi = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    __m256 check = _mm256_setzero_ps();  // x - x: 0 for finite values, NaN otherwise
+    // The lane sums of the values: NaN or infinite when a value is. (They may also overflow for
+    // huge finite values; the caller's general path then gives the same statistics.)
+    __m256 check = _mm256_setzero_ps();
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     std::int64_t i = 0;
     if (want_sum) {  // s0, s1: lanes k and 4 + k of double_sum's accumulators (same order of additions)
@@ -108,16 +112,16 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
             const __m256 v = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(x + i + 8);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
-            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+            check = _mm256_add_ps(check, v);
             lo2 = _mm256_min_ps(lo2, w);
             hi2 = _mm256_max_ps(hi2, w);
-            check2 = _mm256_add_ps(check2, _mm256_sub_ps(w, w));
+            check2 = _mm256_add_ps(check2, w);
         }
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(x + i);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
-            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+            check = _mm256_add_ps(check, v);
         }
         lo = _mm256_min_ps(lo, lo2);
         hi = _mm256_max_ps(hi, hi2);
@@ -132,7 +136,9 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
     h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
     float mn = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
     float mx = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
-    bool finite = _mm256_movemask_ps(_mm256_cmp_ps(check, check, _CMP_UNORD_Q)) == 0;
+    bool finite = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), check),
+                                                   _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                                                   _CMP_NLT_UQ)) == 0;
     alignas(32) double a[8];
     _mm256_store_pd(a, s0);
     _mm256_store_pd(a + 4, s1);
@@ -207,38 +213,51 @@ struct encoder {
         lowest = _mm256_set1_ps(a.lowest);
         highest = _mm256_set1_ps(a.highest);
         bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
-        const float bound = std::fmax(std::fabs(a.lowest), std::fabs(a.highest)) + 1.0f;
+        const float lo = std::fabs(a.lowest), hi = std::fabs(a.highest);
+        const float bound = (lo > hi ? lo : hi) + 1.0f;
         half_minus_tol = 0.5f - bound * 0x1p-21f;
         distance = _mm256_setzero_ps();
     }
 
-    QAQ_TARGET_AVX2 __m256i codes(__m256 v) noexcept {
+    // rint(t) as int32, without the bias.
+    QAQ_TARGET_AVX2 __m256i steps(__m256 v) noexcept {
         __m256 t = _mm256_mul_ps(_mm256_sub_ps(v, centre), reciprocal);
         if constexpr (Clamp) t = _mm256_min_ps(_mm256_max_ps(t, lowest), highest);
         const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         // t is finite here (clamped, or inside the range), so max never meets a NaN.
         distance = _mm256_max_ps(distance, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(t, q)));
-        return _mm256_add_epi32(_mm256_cvtps_epi32(q), bias);
+        return _mm256_cvtps_epi32(q);
     }
     template <bool Outliers>
-    QAQ_TARGET_AVX2 __m256i codes_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+    QAQ_TARGET_AVX2 __m256i steps_at(const float* x, const std::uint8_t* is_outlier) noexcept {
         __m256 v = _mm256_loadu_ps(x);
         if constexpr (Outliers) {
             const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(is_outlier)));
             v = _mm256_blendv_ps(v, centre, _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, _mm256_setzero_si256())));
         }
-        return codes(v);
+        return steps(v);
+    }
+    // The codes: rint(t) + bias.
+    template <bool Outliers>
+    QAQ_TARGET_AVX2 __m256i codes_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+        return _mm256_add_epi32(steps_at<Outliers>(x, is_outlier), bias);
+    }
+    // 32 codes as bytes in natural order (widths up to 8): the bias is added once per 16 steps
+    // after the first narrowing (|step| < 2^8 fits int16) instead of once per 8.
+    template <bool Outliers>
+    QAQ_TARGET_AVX2 __m256i code_bytes_at(const float* x, const std::uint8_t* is_outlier, __m256i bias16) noexcept {
+        const __m256i s0 = steps_at<Outliers>(x, is_outlier);
+        const __m256i s1 = steps_at<Outliers>(x + 8, Outliers ? is_outlier + 8 : nullptr);
+        const __m256i s2 = steps_at<Outliers>(x + 16, Outliers ? is_outlier + 16 : nullptr);
+        const __m256i s3 = steps_at<Outliers>(x + 24, Outliers ? is_outlier + 24 : nullptr);
+        const __m256i w01 = _mm256_add_epi16(_mm256_packs_epi32(s0, s1), bias16);
+        const __m256i w23 = _mm256_add_epi16(_mm256_packs_epi32(s2, s3), bias16);
+        return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     }
     QAQ_TARGET_AVX2 bool tie_seen() const noexcept {
         return _mm256_movemask_ps(_mm256_cmp_ps(distance, _mm256_set1_ps(half_minus_tol), _CMP_GE_OQ)) != 0;
     }
 };
-
-// 32 codes (four int32 vectors, each < 256) -> 32 bytes in natural order.
-QAQ_TARGET_AVX2 inline __m256i codes_to_bytes(__m256i c0, __m256i c1, __m256i c2, __m256i c3) noexcept {
-    const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
-    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
 
 // Packs 32 code bytes (each < 2^W) LSB first: 4 * W bytes at out.
 template <int W>
@@ -271,12 +290,12 @@ QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier,
     const auto mask_at = [is_outlier](std::int64_t k) { return Outliers ? is_outlier + k : nullptr; };
     std::int64_t i = 0;
     if constexpr (W == 1 || W == 2 || W == 4 || W == 8) {
-        for (; i + 32 <= n; i += 32) {
-            const __m256i c0 = e.template codes_at<Outliers>(x + i, mask_at(i));
-            const __m256i c1 = e.template codes_at<Outliers>(x + i + 8, mask_at(i + 8));
-            const __m256i c2 = e.template codes_at<Outliers>(x + i + 16, mask_at(i + 16));
-            const __m256i c3 = e.template codes_at<Outliers>(x + i + 24, mask_at(i + 24));
-            pack32<W>(codes_to_bytes(c0, c1, c2, c3), out + i / 8 * W);
+        // code_bytes_at narrows steps and bias to int16: true of every codec whose codes fit
+        // 8 bits and whose steps are small; any other goes through scratch.
+        if (a.lowest >= -32768.0f && a.highest <= 32767.0f && a.bias >= -32768.0f && a.bias <= 32767.0f) {
+            const __m256i bias16 = _mm256_set1_epi16(static_cast<std::int16_t>(a.bias));
+            for (; i + 32 <= n; i += 32)
+                pack32<W>(e.template code_bytes_at<Outliers>(x + i, mask_at(i), bias16), out + i / 8 * W);
         }
     }
     const std::int64_t first = i;  // codes from here on go through scratch and the generic packer
