@@ -17,6 +17,16 @@
 #define QAQ_HOST_DEVICE inline
 #endif
 
+// Keeps a rarely taken or heavy path out of its caller, whose own hot code then stays
+// within the compiler's inlining budget.
+#if defined(__GNUC__) || defined(__clang__)
+#define QAQ_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define QAQ_NOINLINE __declspec(noinline)
+#else
+#define QAQ_NOINLINE
+#endif
+
 // The inline namespace versions the ABI: two qaq versions linked into one
 // program cannot silently mix their types.
 #define QAQ_NAMESPACE_BEGIN \

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "qaq/backend/cpu/fp16_rounding.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
 #include "qaq/types.hpp"
@@ -19,7 +20,10 @@ inline constexpr std::int64_t bytes_per_value(storage_precision p) noexcept {
 
 /// The value `x` becomes when stored in precision `p` (fp16: round to nearest even).
 inline float round_to(storage_precision p, float x) noexcept {
-    return p == storage_precision::fp16 ? static_cast<float>(Eigen::half(x)) : x;
+    if (p != storage_precision::fp16) return x;
+    float r;
+    if (backend::simd::fp16_round_nearest(x, r)) return r;  // F16C: the same value, one instruction
+    return static_cast<float>(Eigen::half(x));
 }
 
 /// Rounds a finite codec parameter; throws when fp16 cannot hold it.
@@ -30,10 +34,10 @@ inline float round_parameter(storage_precision p, float x, const char* what) {
     return r;
 }
 
-/// round_parameter, rounded toward -Inf (`up` false) or +Inf (`up` true) instead
-/// of to nearest: the stored value is <= x (or >= x). Throws where
-/// round_parameter does, and where the directed rounding leaves the fp16 range.
-inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
+namespace detail {
+// round_parameter_directed through Eigen::half: to nearest, then one fp16 step toward x when
+// that landed on the wrong side. Out of line, so the F16C path inlines where it is called.
+QAQ_NOINLINE inline float round_parameter_directed_general(storage_precision p, float x, bool up, const char* what) {
     float r = round_parameter(p, x, what);
     if (p == storage_precision::fp16 && (up ? r < x : r > x)) {
         // The fp16 neighbour of r in that direction (+-0 step to the smallest subnormal).
@@ -47,11 +51,23 @@ inline float round_parameter_directed(storage_precision p, float x, bool up, con
     }
     return r;
 }
+}  // namespace detail
+
+/// round_parameter, rounded toward -Inf (`up` false) or +Inf (`up` true) instead
+/// of to nearest: the stored value is <= x (or >= x). Throws where
+/// round_parameter does, and where the directed rounding leaves the fp16 range.
+inline float round_parameter_directed(storage_precision p, float x, bool up, const char* what) {
+    float r;
+    // F16C rounds in the wanted direction at once; it declines where the general path throws.
+    if (p == storage_precision::fp16 && backend::simd::fp16_round_directed(x, up, r)) return r;
+    return detail::round_parameter_directed_general(p, x, up, what);
+}
 
 /// Writes `x` (already representable) at `out` in precision `p`.
 inline void store_value(storage_precision p, float x, std::uint8_t* out) noexcept {
     if (p == storage_precision::fp16) {
-        const std::uint16_t bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x));
+        std::uint16_t bits;
+        if (!backend::simd::fp16_bits_nearest(x, bits)) bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x));
         std::memcpy(out, &bits, 2);
     } else {
         std::memcpy(out, &x, 4);

@@ -116,9 +116,20 @@ public:
     /// Marks the outliers of one group (`is_outlier`, n bytes) and returns the
     /// statistics of its non-outliers. `scratch` holds n floats.
     group_statistics analyze(const float* values, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
+        return checked_statistics(values, is_outlier, n, mark_outliers(values, n, is_outlier, scratch));
+    }
+
+    /// The outlier policy's marks, checked against its count.
+    std::int64_t mark_outliers(const float* values, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
         const std::int64_t outlier_count = outliers_.mark(values, n, is_outlier, scratch);
         QAQ_CHECK(outlier_count == Backend::count_marked(is_outlier, n), "outlier policy ", Outliers::name,
                   " returned ", outlier_count, " but marked a different number of values");
+        return outlier_count;
+    }
+
+    /// Statistics of the non-outliers, checked to be finite.
+    group_statistics checked_statistics(const float* values, const std::uint8_t* is_outlier, std::int64_t n,
+                                        std::int64_t outlier_count) const {
         const group_statistics stats = Backend::statistics(values, is_outlier, n, outlier_count, Storage::needs_std);
         // A non-finite value left unmarked poisons the sum (NaN or Inf mean).
         QAQ_CHECK(stats.count == 0 || std::isfinite(stats.mean), "outlier policy ", Outliers::name,
@@ -288,6 +299,9 @@ public:
             // group_layout::box (divisions) per group.
             const std::int64_t subs = s.head_dim / n;
             std::int64_t g = 0;
+            pending_group batch[batch_size];
+            int pending = 0;
+            (void)batch, (void)pending;
             for (std::int64_t b = 0; b < s.batch; ++b)
                 for (std::int64_t t = 0; t < s.tokens; ++t)
                     for (std::int64_t l = 0; l < s.layers; ++l)
@@ -299,9 +313,20 @@ public:
                             // Consecutive groups lie in different heads (rows far apart): fetch this
                             // row's successor a few tokens ahead, which hardware prefetchers miss.
                             if (t + prefetch_tokens < s.tokens) prefetch_row(row + prefetch_tokens * cache.strides[3], s.head_dim);
-                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g)
-                                quantize_group(row + sub * n, n, g, attention_max, s.tokens, t, st, out);
+                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g) {
+                                if constexpr (batches) {
+                                    batch[pending++] = {row + sub * n, g, t, attention_max};
+                                    if (pending == batch_size) {
+                                        quantize_batch(batch, pending, n, s.tokens, st, out);
+                                        pending = 0;
+                                    }
+                                } else {
+                                    quantize_group(row + sub * n, n, g, attention_max, s.tokens, t, st, out);
+                                }
+                            }
                         }
+            if constexpr (batches)
+                if (pending > 0) quantize_batch(batch, pending, n, s.tokens, st, out);
         } else {
             for (std::int64_t g = 0; g < groups; ++g) {
                 layout.gather(cache, g, st.values.data());
@@ -362,16 +387,28 @@ public:
     }
 
 private:
+    // Contiguous groups on the CPU backend go through quantize_batch.
+    static constexpr bool batches = std::is_same_v<Backend, backend::cpu>;
+    static constexpr int batch_size = 8;
     // Running state of quantize(): scratch, per-group outlier counts, the code cursor.
     struct quantize_state {
         std::vector<float> values, scratch;
         std::vector<std::uint8_t> is_outlier;
         std::vector<std::uint32_t> codes, counts;
         std::int64_t code_offset = 0, total_outliers = 0;
+        // quantize_batch's groups.
+        group_statistics batch_stats[batch_size];
+        codec_parameters batch_params[batch_size];
+        int batch_widths[batch_size];
+        std::int64_t batch_offsets[batch_size];
+        bool batch_dense[batch_size];
+        std::vector<std::uint8_t> batch_masks;  // batch_size masks of n bytes
         quantize_state(std::int64_t n, std::int64_t groups)
             : values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n)),
               is_outlier(static_cast<std::size_t>(n)),
-              codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)) {}
+              codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)),
+              batch_masks(static_cast<std::size_t>(batches ? batch_size * n : 0)) {}
+        std::uint8_t* batch_mask(int j, std::int64_t n) noexcept { return batch_masks.data() + j * n; }
     };
 
     static constexpr std::int64_t prefetch_tokens = 4;
@@ -386,47 +423,158 @@ private:
     // The uniform zero-point codec never reads the mean (fit and range use min, max, max|x|).
     static constexpr bool codec_reads_mean = !std::is_same_v<Storage, ::qaq::storage::uniform_zero_point>;
 
-    // Quantizes group g (n contiguous values at x) into `out`.
-    void quantize_group(const float* x, std::int64_t n, std::int64_t g, float attention_max, std::int64_t tokens,
-                        std::int64_t token, quantize_state& st, packed_tensor& out) const {
-        group_statistics stats;
-        bool dense = false;
+    // A group waiting for quantize_batch: its values, index, token and attention.
+    struct pending_group {
+        const float* x;
+        std::int64_t g, token;
+        float attention_max;
+    };
+
+    // Statistics of a group without outliers in one pass (min, max, and the sum when the codec
+    // reads the mean); false when the configuration has no such pass or a value is NaN or
+    // infinite (the group then takes analyze()).
+    bool dense_statistics(const float* x, std::int64_t n, group_statistics& stats) const noexcept {
         if constexpr (std::is_same_v<Outliers, ::qaq::outliers::none> && std::is_same_v<Backend, backend::cpu> &&
                       !Storage::needs_std) {
-            // No outlier policy to run: one pass gives min, max (and the sum when the codec reads
-            // the mean), and finds non-finite values, which take the general path below.
             double sum = 0.0;
-            if (backend::affine::dense_statistics(x, n, codec_reads_mean, stats.min, stats.max, sum)) {
-                stats.count = n;
-                stats.mean = codec_reads_mean ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
-                stats.absmax = std::max(std::fabs(stats.min), std::fabs(stats.max));
-                dense = true;
+            if (!backend::affine::dense_statistics(x, n, codec_reads_mean, stats.min, stats.max, sum)) return false;
+            stats.count = n;
+            stats.mean = codec_reads_mean ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
+            stats.absmax = std::max(std::fabs(stats.min), std::fabs(stats.max));
+            stats.std = 0.0f;
+            return true;
+        } else {
+            (void)x, (void)n, (void)stats;
+            return false;
+        }
+    }
+
+    // quantize_group for `count` groups, in three passes: statistics (and outlier marks) of all,
+    // then widths, parameters, code offsets and exact outliers in group order, then encode +
+    // pack. Each group's work is a chain of dependent scalar steps (horizontal min/max, quantile
+    // ranks, fp16 roundings, divisions); side by side, the chains of different groups overlap
+    // instead of each waiting for the one before. A group whose analysis throws ends the batch:
+    // the groups before it are finished first, then it goes through quantize_group, so the same
+    // error comes first as in group order.
+    void quantize_batch(const pending_group* batch, int count, std::int64_t n, std::int64_t tokens,
+                        quantize_state& st, packed_tensor& out) const {
+        static_assert(batches, "the batch path is the CPU backend's");
+        // In the state, not on the stack: zeroing them per batch (rep stos) cost 3% of quantize.
+        group_statistics* stats = st.batch_stats;
+        codec_parameters* params = st.batch_params;
+        int* widths = st.batch_widths;
+        std::int64_t* offsets = st.batch_offsets;
+        bool* dense = st.batch_dense;
+        // Parameters and code offset of group j, in group order.
+        const auto fit_group = [&](int j) {
+            const pending_group& p = batch[j];
+            widths[j] = choose_bits(range(stats[j]), p.attention_max, tokens, p.token);
+            out.widths[static_cast<std::size_t>(p.g)] = static_cast<std::uint8_t>(widths[j]);
+            params[j] = storage_.fit(stats[j], widths[j]);
+            offsets[j] = st.code_offset;
+            st.code_offset += packed_code_bytes(n, widths[j]);
+            store_parameters(params[j], out.parameters.data() + p.g * parameter_bytes());
+            st.counts[static_cast<std::size_t>(p.g)] = static_cast<std::uint32_t>(n - stats[j].count);
+        };
+        if constexpr (std::is_same_v<Outliers, ::qaq::outliers::none>) {
+            // Only a non-finite value makes an outlier here: such a (rare) group goes through
+            // quantize_group at its turn, and the others never carry a mask.
+            for (int j = 0; j < count; ++j) dense[j] = dense_statistics(batch[j].x, n, stats[j]);
+            for (int j = 0; j < count; ++j) {
+                if (dense[j]) fit_group(j);
+                else quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
+            }
+            for (int j = 0; j < count; ++j)
+                if (dense[j])
+                    Backend::encode(storage_, params[j], widths[j], batch[j].x, nullptr, n, st.codes.data(),
+                                    out.codes.data() + offsets[j], stats[j].min, stats[j].max);
+        } else {
+            for (int j = 0; j < count; ++j) dense[j] = false;
+            const int ready = analyze_batch(batch, count, n, st);
+            for (int j = 0; j < ready; ++j) {
+                fit_group(j);
+                if (stats[j].count < n) store_outliers(batch[j].x, n, n - stats[j].count, st.batch_mask(j, n), st, out);
+            }
+            for (int j = 0; j < ready; ++j)
+                Backend::encode(storage_, params[j], widths[j], batch[j].x,
+                                stats[j].count < n ? st.batch_mask(j, n) : nullptr, n, st.codes.data(),
+                                out.codes.data() + offsets[j], stats[j].min, stats[j].max);
+            for (int j = ready; j < count; ++j)
+                quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
+        }
+    }
+
+    // Marks and statistics of the batch's groups that the dense pass left; returns how many
+    // groups lead up to the first whose analysis throws (count when none does). Out of line for
+    // the same reason as quantize_group.
+    QAQ_NOINLINE int analyze_batch(const pending_group* batch, int count, std::int64_t n, quantize_state& st) const {
+        for (int j = 0; j < count; ++j) {
+            if (st.batch_dense[j]) continue;
+            try {
+                st.batch_stats[j] = analyze_for_codec(batch[j].x, n, st.batch_mask(j, n), st.scratch.data());
+            } catch (...) {
+                return j;
             }
         }
-        if (!dense) stats = analyze(x, n, st.is_outlier.data(), st.scratch.data());
+        return count;
+    }
+
+    // The exact values and positions of a group's outliers (is_outlier: its mask, outlier_count > 0).
+    QAQ_NOINLINE void store_outliers(const float* x, std::int64_t n, std::int64_t outlier_count,
+                                     const std::uint8_t* is_outlier, quantize_state& st, packed_tensor& out) const {
+        const std::int64_t value_bytes = bytes_per_value(out.precision);
+        std::size_t vat = out.outlier_values.size();
+        out.outlier_values.resize(vat + static_cast<std::size_t>(outlier_count * value_bytes));
+        backend::for_each_marked(is_outlier, n, [&](std::int64_t i) {
+            check_outlier_value(x[i]);
+            out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+            store_value(out.precision, x[i], &out.outlier_values[vat]);
+            vat += static_cast<std::size_t>(value_bytes);
+        });
+        st.total_outliers += outlier_count;
+    }
+
+    // analyze(), except that a codec reading neither mean nor std (the zero-point codec) on the
+    // CPU backend gets min and max of the non-outliers from one AVX2 pass (no double sum; the
+    // mean is left 0, as the dense path leaves it).
+    group_statistics analyze_for_codec(const float* x, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
+        if constexpr (!codec_reads_mean && !Storage::needs_std && std::is_same_v<Backend, backend::cpu>) {
+            const std::int64_t outlier_count = mark_outliers(x, n, is_outlier, scratch);
+            group_statistics stats;
+            if (outlier_count < n && backend::affine::kept_min_max(x, is_outlier, n, stats.min, stats.max)) {
+                stats.count = n - outlier_count;
+                stats.absmax = std::max(std::fabs(stats.min), std::fabs(stats.max));
+                return stats;
+            }
+            return checked_statistics(x, is_outlier, n, outlier_count);
+        } else {
+            return analyze(x, n, is_outlier, scratch);
+        }
+    }
+
+    // Quantizes group g (n contiguous values at x) into `out`. Out of line: inlined into
+    // quantize() beside the batch path, it pushed the fit out of that path's inlining budget.
+    QAQ_NOINLINE void quantize_group(const float* x, std::int64_t n, std::int64_t g, float attention_max, std::int64_t tokens,
+                        std::int64_t token, quantize_state& st, packed_tensor& out) const {
+        group_statistics stats;
+        const bool dense = dense_statistics(x, n, stats);
+        if (!dense) stats = analyze_for_codec(x, n, st.is_outlier.data(), st.scratch.data());
         const int width = choose_bits(range(stats), attention_max, tokens, token);
         out.widths[static_cast<std::size_t>(g)] = static_cast<std::uint8_t>(width);
         const codec_parameters params = storage_.fit(stats, width);
-        // The CPU backend takes a null mask for "no outliers" (no scan of n zero bytes).
-        Backend::encode(storage_, params, width, x, dense ? nullptr : st.is_outlier.data(), n, st.codes.data(),
-                        out.codes.data() + st.code_offset);
+        // The CPU backend takes a null mask for "no outliers" (no scan of n zero bytes), and the
+        // range of the non-outliers (its encoder then need not clamp).
+        if constexpr (std::is_same_v<Backend, backend::cpu>)
+            Backend::encode(storage_, params, width, x, dense ? nullptr : st.is_outlier.data(), n, st.codes.data(),
+                            out.codes.data() + st.code_offset, stats.min, stats.max);
+        else
+            Backend::encode(storage_, params, width, x, st.is_outlier.data(), n, st.codes.data(),
+                            out.codes.data() + st.code_offset);
         st.code_offset += packed_code_bytes(n, width);
         store_parameters(params, out.parameters.data() + g * parameter_bytes());
 
-        const std::int64_t outlier_count = n - stats.count;
-        st.counts[static_cast<std::size_t>(g)] = static_cast<std::uint32_t>(outlier_count);
-        if (outlier_count > 0) {
-            const std::int64_t value_bytes = bytes_per_value(out.precision);
-            for (std::int64_t i = 0; i < n; ++i) {
-                if (!st.is_outlier[static_cast<std::size_t>(i)]) continue;
-                check_outlier_value(x[i]);
-                out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
-                const std::size_t vat = out.outlier_values.size();
-                out.outlier_values.resize(vat + static_cast<std::size_t>(value_bytes));
-                store_value(out.precision, x[i], &out.outlier_values[vat]);
-            }
-            st.total_outliers += outlier_count;
-        }
+        st.counts[static_cast<std::size_t>(g)] = static_cast<std::uint32_t>(n - stats.count);
+        if (stats.count < n) store_outliers(x, n, n - stats.count, st.is_outlier.data(), st, out);
     }
 
     struct dequantize_state {

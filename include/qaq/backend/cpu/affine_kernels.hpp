@@ -29,7 +29,9 @@ namespace backend::affine {
 
 /// min, max and (when wanted) the double-precision sum of n values, all
 /// finite. Returns false, leaving the outputs unspecified, when a value is
-/// NaN or infinite (the caller then takes the general path). The sum is
+/// NaN or infinite (the caller then takes the general path, which gives the
+/// same statistics; the AVX2 path without the sum also returns false when
+/// values near the float limit overflow its lane sums). The sum is
 /// bit-identical to backend::cpu::double_sum (eight interleaved accumulators);
 /// a zero min or max is +0 whatever the signs of the zeros in the group.
 inline bool dense_statistics_scalar(const float* x, std::int64_t n, bool want_sum, float& min, float& max,
@@ -77,7 +79,9 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
                                                   float& max, double& sum) noexcept {
     __m256 lo = _mm256_set1_ps(std::numeric_limits<float>::infinity());
     __m256 hi = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    __m256 check = _mm256_setzero_ps();  // x - x: 0 for finite values, NaN otherwise
+    // The lane sums of the values: NaN or infinite when a value is. (They may also overflow for
+    // huge finite values; the caller's general path then gives the same statistics.)
+    __m256 check = _mm256_setzero_ps();
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     std::int64_t i = 0;
     if (want_sum) {  // s0, s1: lanes k and 4 + k of double_sum's accumulators (same order of additions)
@@ -108,35 +112,36 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
             const __m256 v = _mm256_loadu_ps(x + i), w = _mm256_loadu_ps(x + i + 8);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
-            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+            check = _mm256_add_ps(check, v);
             lo2 = _mm256_min_ps(lo2, w);
             hi2 = _mm256_max_ps(hi2, w);
-            check2 = _mm256_add_ps(check2, _mm256_sub_ps(w, w));
+            check2 = _mm256_add_ps(check2, w);
         }
         for (; i + 8 <= n; i += 8) {
             const __m256 v = _mm256_loadu_ps(x + i);
             lo = _mm256_min_ps(lo, v);
             hi = _mm256_max_ps(hi, v);
-            check = _mm256_add_ps(check, _mm256_sub_ps(v, v));
+            check = _mm256_add_ps(check, v);
         }
         lo = _mm256_min_ps(lo, lo2);
         hi = _mm256_max_ps(hi, hi2);
         check = _mm256_add_ps(check, check2);
     }
-    alignas(32) float l[8], h[8], c[8];
+    // Horizontal min and max in registers (a store and eight scalar steps were a long chain at
+    // the head of every group's fit). With no NaN the order of a min or max does not matter up to
+    // the sign of a zero, which the + 0.0f below fixes.
+    __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+    __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+    l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
+    h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
+    float mn = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
+    float mx = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+    bool finite = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), check),
+                                                   _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                                                   _CMP_NLT_UQ)) == 0;
     alignas(32) double a[8];
-    _mm256_store_ps(l, lo);
-    _mm256_store_ps(h, hi);
-    _mm256_store_ps(c, check);
     _mm256_store_pd(a, s0);
     _mm256_store_pd(a + 4, s1);
-    float mn = l[0], mx = h[0];
-    bool finite = true;
-    for (int k = 0; k < 8; ++k) {
-        mn = l[k] < mn ? l[k] : mn;
-        mx = h[k] > mx ? h[k] : mx;
-        finite &= c[k] == 0.0f;
-    }
     for (; i < n; ++i) {
         const float v = x[i];
         finite &= std::isfinite(v);
@@ -145,9 +150,43 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
         a[0] += static_cast<double>(v);
     }
     min = mn + 0.0f, max = mx + 0.0f;  // -0 -> +0, as the scalar path
-    sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    sum = want_sum ? ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])) : 0.0;
     // min/max skip a NaN operand; the NaN shows in the sum (or in x - x).
     return finite && (!want_sum || std::isfinite(sum)) && std::isfinite(mn) && std::isfinite(mx);
+}
+
+QAQ_TARGET_AVX2 inline bool kept_min_max_avx2(const float* x, const std::uint8_t* is_outlier, std::int64_t n,
+                                              float& min, float& max) noexcept {
+    const __m256 inf = _mm256_set1_ps(std::numeric_limits<float>::infinity());
+    const __m256 minus_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    __m256 lo = inf, hi = minus_inf, bad = _mm256_setzero_ps();
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(is_outlier + i)));
+        const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, _mm256_setzero_si256()));
+        lo = _mm256_min_ps(lo, _mm256_blendv_ps(inf, v, keep));
+        hi = _mm256_max_ps(hi, _mm256_blendv_ps(minus_inf, v, keep));
+        const __m256 non_finite = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), inf, _CMP_NLT_UQ);
+        bad = _mm256_or_ps(bad, _mm256_and_ps(keep, non_finite));
+    }
+    __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+    __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+    l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
+    h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
+    float mn = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
+    float mx = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+    bool finite = _mm256_movemask_ps(bad) == 0;
+    for (; i < n; ++i) {
+        if (is_outlier[i]) continue;
+        const float v = x[i];
+        finite &= std::isfinite(v);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    min = mn, max = mx;
+    // A zero leaves its sign to the order of the general path's reduction: that path decides.
+    return finite && mn <= mx && mn != 0.0f && mx != 0.0f;
 }
 
 // Eight codes (int32 lanes) of values x[0..8), outliers replaced by the centre, with the
@@ -156,49 +195,71 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
 // lowest and highest are integers, so clamping before rounding gives the codes of clamping after
 // it, and beyond the range both quotients give the end code. Otherwise fl(d * fl(1/s)) and
 // fl(d / s) are both within 3u of d / s (u = 2^-24, |t| <= bound): when t is farther than
-// 8u * bound from every k + 0.5 they round alike, and `near_tie` records the values that are not.
+// 8u * bound from every k + 0.5 they round alike; `distance` keeps the largest |t - rint(t)|
+// seen (one max per vector instead of a compare and an or), checked against 0.5 - 8u * bound
+// once at the end.
+// Clamp false: the caller has shown that every t lies in [lowest, highest] (t is monotone in
+// x, so it is enough that the group's smallest and largest values and the centre do), and the
+// two clamping instructions are left out.
+template <bool Clamp>
 struct encoder {
-    __m256 centre, reciprocal, lowest, highest, half_minus_tol, near_tie;
+    __m256 centre, reciprocal, lowest, highest, distance;
     __m256i bias;
+    float half_minus_tol;
 
-    QAQ_TARGET_AVX2 explicit encoder(const affine_code& a) noexcept {
+    QAQ_TARGET_AVX2 encoder(const affine_code& a, float inverse_scale) noexcept {
         centre = _mm256_set1_ps(a.centre);
-        reciprocal = _mm256_set1_ps(1.0f / a.scale);
+        reciprocal = _mm256_set1_ps(inverse_scale);
         lowest = _mm256_set1_ps(a.lowest);
         highest = _mm256_set1_ps(a.highest);
         bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
-        const float bound = std::fmax(std::fabs(a.lowest), std::fabs(a.highest)) + 1.0f;
-        half_minus_tol = _mm256_set1_ps(0.5f - bound * 0x1p-21f);
-        near_tie = _mm256_setzero_ps();
+        const float lo = std::fabs(a.lowest), hi = std::fabs(a.highest);
+        const float bound = (lo > hi ? lo : hi) + 1.0f;
+        half_minus_tol = 0.5f - bound * 0x1p-21f;
+        distance = _mm256_setzero_ps();
     }
 
-    QAQ_TARGET_AVX2 __m256i codes(__m256 v) noexcept {
-        const __m256 t =
-            _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(v, centre), reciprocal), lowest), highest);
+    // rint(t) as int32, without the bias.
+    QAQ_TARGET_AVX2 __m256i steps(__m256 v) noexcept {
+        __m256 t = _mm256_mul_ps(_mm256_sub_ps(v, centre), reciprocal);
+        if constexpr (Clamp) t = _mm256_min_ps(_mm256_max_ps(t, lowest), highest);
         const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const __m256 frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(t, q));
-        near_tie = _mm256_or_ps(near_tie, _mm256_cmp_ps(frac, half_minus_tol, _CMP_GE_OQ));
-        return _mm256_add_epi32(_mm256_cvtps_epi32(q), bias);
+        // t is finite here (clamped, or inside the range), so max never meets a NaN.
+        distance = _mm256_max_ps(distance, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(t, q)));
+        return _mm256_cvtps_epi32(q);
     }
     template <bool Outliers>
-    QAQ_TARGET_AVX2 __m256i codes_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+    QAQ_TARGET_AVX2 __m256i steps_at(const float* x, const std::uint8_t* is_outlier) noexcept {
         __m256 v = _mm256_loadu_ps(x);
         if constexpr (Outliers) {
             const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(is_outlier)));
             v = _mm256_blendv_ps(v, centre, _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, _mm256_setzero_si256())));
         }
-        return codes(v);
+        return steps(v);
     }
-    QAQ_TARGET_AVX2 bool tie_seen() const noexcept { return _mm256_movemask_ps(near_tie) != 0; }
+    // The codes: rint(t) + bias.
+    template <bool Outliers>
+    QAQ_TARGET_AVX2 __m256i codes_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+        return _mm256_add_epi32(steps_at<Outliers>(x, is_outlier), bias);
+    }
+    // 32 codes as bytes in natural order (widths up to 8): the bias is added once per 16 steps
+    // after the first narrowing (|step| < 2^8 fits int16) instead of once per 8.
+    template <bool Outliers>
+    QAQ_TARGET_AVX2 __m256i code_bytes_at(const float* x, const std::uint8_t* is_outlier, __m256i bias16) noexcept {
+        const __m256i s0 = steps_at<Outliers>(x, is_outlier);
+        const __m256i s1 = steps_at<Outliers>(x + 8, Outliers ? is_outlier + 8 : nullptr);
+        const __m256i s2 = steps_at<Outliers>(x + 16, Outliers ? is_outlier + 16 : nullptr);
+        const __m256i s3 = steps_at<Outliers>(x + 24, Outliers ? is_outlier + 24 : nullptr);
+        const __m256i w01 = _mm256_add_epi16(_mm256_packs_epi32(s0, s1), bias16);
+        const __m256i w23 = _mm256_add_epi16(_mm256_packs_epi32(s2, s3), bias16);
+        return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    }
+    QAQ_TARGET_AVX2 bool tie_seen() const noexcept {
+        return _mm256_movemask_ps(_mm256_cmp_ps(distance, _mm256_set1_ps(half_minus_tol), _CMP_GE_OQ)) != 0;
+    }
 };
 
-// 32 codes (four int32 vectors, each < 256) -> 32 bytes in natural order.
-QAQ_TARGET_AVX2 inline __m256i codes_to_bytes(__m256i c0, __m256i c1, __m256i c2, __m256i c3) noexcept {
-    const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
-    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-// Packs 32 code bytes (each < 2^W) LSB first: 4 * W bytes at out.
+// Packs 32 code bytes (each < 2^W) LSB first: 4 * W bytes at out (widths 1 to 8).
 template <int W>
 QAQ_TARGET_AVX2 inline void pack32(__m256i bytes, std::uint8_t* out) noexcept {
     if constexpr (W == 8) {
@@ -213,33 +274,54 @@ QAQ_TARGET_AVX2 inline void pack32(__m256i bytes, std::uint8_t* out) noexcept {
         const __m256i words = _mm256_packus_epi16(_mm256_packs_epi32(quads, quads), _mm256_setzero_si256());
         const __m256i packed = _mm256_permutevar8x32_epi32(words, _mm256_setr_epi32(0, 4, 1, 1, 1, 1, 1, 1));
         _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
-    } else {
-        static_assert(W == 1, "pack32 covers widths 1, 2, 4 and 8");
+    } else if constexpr (W == 1) {
         const std::uint32_t bits = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(bytes, 7)));
         std::memcpy(out, &bits, 4);
+    } else {
+        static_assert(W == 3 || W == 5 || W == 6 || W == 7, "pack32 covers widths 1 to 8");
+        // Odd widths (the generic scalar packer made 3-bit quantize 40% slower than 2 or 4 bits):
+        // pairs b0 + b1 << W (16 bits), quads (32 bits), octets q0 | q1 << 4W: every 64-bit lane
+        // then holds eight codes in its low W bytes, which a byte shuffle gathers.
+        __m256i pairs;
+        if constexpr (W < 7) {
+            pairs = _mm256_maddubs_epi16(bytes, _mm256_set1_epi16(static_cast<std::int16_t>(1 | (1 << (8 + W)))));
+        } else {  // 128 is no signed byte multiplier: b1 moved from bit 8 down to bit 7 instead
+            pairs = _mm256_or_si256(_mm256_and_si256(bytes, _mm256_set1_epi16(0x00FF)),
+                                    _mm256_and_si256(_mm256_srli_epi16(bytes, 1), _mm256_set1_epi16(0x7F80)));
+        }
+        const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi32(1 | (1 << (16 + 2 * W))));
+        const __m256i octets = _mm256_or_si256(_mm256_and_si256(quads, _mm256_set1_epi64x(0xFFFFFFFF)),
+                                               _mm256_slli_epi64(_mm256_srli_epi64(quads, 32), 4 * W));
+        alignas(16) std::int8_t order[16];
+        for (int k = 0; k < 16; ++k) order[k] = static_cast<std::int8_t>(k < W ? k : (k < 2 * W ? 8 + k - W : -1));
+        const __m256i gather = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(order)));
+        alignas(32) std::uint8_t packed[32];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(packed), _mm256_shuffle_epi8(octets, gather));
+        std::memcpy(out, packed, 2 * W);  // the low lane's 2W bytes, then the high lane's
+        std::memcpy(out + 2 * W, packed + 16, 2 * W);
     }
 }
 
 // Returns false, having written nothing reliable, when a quotient came near a rounding tie.
-template <int W, bool Outliers>
+template <int W, bool Outliers, bool Clamp>
 QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier, std::int64_t n, const affine_code& a,
-                                 std::uint32_t* scratch, std::uint8_t* out) noexcept {
-    encoder e(a);
+                                 float inverse_scale, std::uint32_t* scratch, std::uint8_t* out) noexcept {
+    encoder<Clamp> e(a, inverse_scale);
     // Without outliers is_outlier may be null, and null + offset is undefined (UBSan).
     const auto mask_at = [is_outlier](std::int64_t k) { return Outliers ? is_outlier + k : nullptr; };
     std::int64_t i = 0;
-    if constexpr (W == 1 || W == 2 || W == 4 || W == 8) {
-        for (; i + 32 <= n; i += 32) {
-            const __m256i c0 = e.codes_at<Outliers>(x + i, mask_at(i));
-            const __m256i c1 = e.codes_at<Outliers>(x + i + 8, mask_at(i + 8));
-            const __m256i c2 = e.codes_at<Outliers>(x + i + 16, mask_at(i + 16));
-            const __m256i c3 = e.codes_at<Outliers>(x + i + 24, mask_at(i + 24));
-            pack32<W>(codes_to_bytes(c0, c1, c2, c3), out + i / 8 * W);
+    if constexpr (W <= 8) {
+        // code_bytes_at narrows steps and bias to int16: true of every codec whose codes fit
+        // 8 bits and whose steps are small; any other goes through scratch.
+        if (a.lowest >= -32768.0f && a.highest <= 32767.0f && a.bias >= -32768.0f && a.bias <= 32767.0f) {
+            const __m256i bias16 = _mm256_set1_epi16(static_cast<std::int16_t>(a.bias));
+            for (; i + 32 <= n; i += 32)
+                pack32<W>(e.template code_bytes_at<Outliers>(x + i, mask_at(i), bias16), out + i / 8 * W);
         }
     }
     const std::int64_t first = i;  // codes from here on go through scratch and the generic packer
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e.codes_at<Outliers>(x + i, mask_at(i)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(scratch + i), e.template codes_at<Outliers>(x + i, mask_at(i)));
     if (e.tie_seen()) return false;
     if (i < n) affine_codes_scalar(x + i, Outliers ? is_outlier + i : nullptr, n - i, a, scratch + i);
     if (first < n) pack_codes(scratch + first, n - first, W, out + first / 8 * W);
@@ -357,18 +439,41 @@ inline bool dense_statistics(const float* x, std::int64_t n, bool want_sum, floa
     return dense_statistics_scalar(x, n, want_sum, min, max, sum);
 }
 
+/// min and max of the values whose is_outlier byte is 0, at least one of them. Returns false,
+/// leaving the outputs unspecified, when no AVX2 path ran, a kept value is NaN or infinite, or
+/// min or max is zero (the caller then takes the general statistics, which decide all three).
+inline bool kept_min_max(const float* x, const std::uint8_t* is_outlier, std::int64_t n, float& min,
+                         float& max) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) return detail::kept_min_max_avx2(x, is_outlier, n, min, max);
+#endif
+    (void)x, (void)is_outlier, (void)n, (void)min, (void)max;
+    return false;
+}
+
 /// Encodes n values with the affine form `a` (scale > 0, width 1..16) and packs them into
 /// packed_code_bytes(n, width) bytes at `out`; is_outlier may be null (no outliers).
 /// `scratch` holds n codes. Returns false when no SIMD path ran (the caller encodes).
+/// [lo, hi], when the caller knows it (NaN: unknown), holds every non-outlier value; the
+/// kernel then skips clamping where the end values' quotients show it cannot act.
 inline bool encode(const float* x, const std::uint8_t* is_outlier, std::int64_t n, int width, const affine_code& a,
-                   std::uint32_t* scratch, std::uint8_t* out) noexcept {
+                   std::uint32_t* scratch, std::uint8_t* out, float lo = std::numeric_limits<float>::quiet_NaN(),
+                   float hi = std::numeric_limits<float>::quiet_NaN()) noexcept {
 #if QAQ_SIMD_AVX2
+    const float inverse_scale = 1.0f / a.scale;
     // 1/scale must be finite for the multiply (a subnormal scale takes the scalar path).
-    if (simd::use_avx2() && std::isfinite(1.0f / a.scale)) {
+    if (simd::use_avx2() && std::isfinite(inverse_scale)) {
+        // The kernel's own arithmetic on the end values (t is monotone in x); NaN compares false.
+        const bool in_range = (lo - a.centre) * inverse_scale >= a.lowest &&
+                              (hi - a.centre) * inverse_scale <= a.highest &&
+                              (!is_outlier || (a.lowest <= 0.0f && a.highest >= 0.0f));
         const bool done = dispatch_width(width, [&](auto w) {
             constexpr int W = decltype(w)::value;
-            return is_outlier ? detail::encode_avx2<W, true>(x, is_outlier, n, a, scratch, out)
-                              : detail::encode_avx2<W, false>(x, is_outlier, n, a, scratch, out);
+            if (in_range)
+                return is_outlier ? detail::encode_avx2<W, true, false>(x, is_outlier, n, a, inverse_scale, scratch, out)
+                                  : detail::encode_avx2<W, false, false>(x, is_outlier, n, a, inverse_scale, scratch, out);
+            return is_outlier ? detail::encode_avx2<W, true, true>(x, is_outlier, n, a, inverse_scale, scratch, out)
+                              : detail::encode_avx2<W, false, true>(x, is_outlier, n, a, inverse_scale, scratch, out);
         });
         if (done) return true;
         // A value near a rounding tie: the exact division, in scalar code (rare).
@@ -377,7 +482,7 @@ inline bool encode(const float* x, const std::uint8_t* is_outlier, std::int64_t 
         return true;
     }
 #endif
-    (void)x, (void)is_outlier, (void)n, (void)width, (void)a, (void)scratch, (void)out;
+    (void)x, (void)is_outlier, (void)n, (void)width, (void)a, (void)scratch, (void)out, (void)lo, (void)hi;
     return false;
 }
 

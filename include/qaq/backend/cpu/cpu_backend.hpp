@@ -5,6 +5,7 @@
 // element functions.
 
 #include <Eigen/Core>
+#include <bitset>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,22 @@ template <class Codec>
 struct has_affine_form<Codec, std::void_t<decltype(std::declval<const Codec&>().affine(codec_parameters{}, 1))>>
     : std::true_type {};
 }  // namespace detail
+
+/// Calls f(i) for each nonzero byte of a mask, in order; eight bytes at a time (groups hold few
+/// outliers, so most words are zero and are skipped at once).
+template <class F>
+void for_each_marked(const std::uint8_t* mask, std::int64_t n, F&& f) {
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t word;
+        std::memcpy(&word, mask + i, 8);
+        if (word == 0) continue;
+        for (std::int64_t k = i; k < i + 8; ++k)
+            if (mask[k]) f(k);
+    }
+    for (; i < n; ++i)
+        if (mask[i]) f(i);
+}
 
 struct cpu {
     static constexpr bool is_backend = true;
@@ -60,7 +77,16 @@ struct cpu {
 
     /// Number of nonzero bytes in a mask.
     static std::int64_t count_marked(const std::uint8_t* is_outlier, std::int64_t n) noexcept {
-        return Eigen::Map<const array_u8>(is_outlier, n).cast<std::int64_t>().sum();
+        // Eight bytes at a time: the high bit of each byte of (b & 0x7F) + 0x7F, or b, says b != 0.
+        constexpr std::uint64_t low7 = 0x7F7F7F7F7F7F7F7Full;
+        std::int64_t count = 0, i = 0;
+        for (; i + 8 <= n; i += 8) {
+            std::uint64_t word;
+            std::memcpy(&word, is_outlier + i, 8);
+            count += static_cast<std::int64_t>(std::bitset<64>((((word & low7) + low7) | word) & ~low7).count());
+        }
+        for (; i < n; ++i) count += is_outlier[i] != 0;
+        return count;
     }
 
     /// Sum of n floats in double precision. Eight independent accumulators let the
@@ -114,9 +140,12 @@ struct cpu {
     /// Encodes the `n` values (outliers get an arbitrary in-range code; they are
     /// restored exactly on decode) and packs them into packed_code_bytes(n, bits)
     /// bytes at `out`. `scratch` holds n codes. `is_outlier` may be null: no outliers.
+    /// `lo` and `hi`, when known (NaN: not), bound the non-outlier values (a faster encoder).
     template <class Codec>
     static void encode(const Codec& codec, const codec_parameters& p, int bits, const float* x,
-                       const std::uint8_t* is_outlier, std::int64_t n, std::uint32_t* scratch, std::uint8_t* out) {
+                       const std::uint8_t* is_outlier, std::int64_t n, std::uint32_t* scratch, std::uint8_t* out,
+                       float lo = std::numeric_limits<float>::quiet_NaN(),
+                       float hi = std::numeric_limits<float>::quiet_NaN()) {
         if (bits == 0) return;
         if (is_outlier && !any_marked(is_outlier, n)) is_outlier = nullptr;
         if constexpr (detail::has_affine_form<Codec>::value) {
@@ -124,13 +153,14 @@ struct cpu {
             Eigen::Map<array_i> codes(reinterpret_cast<std::int32_t*>(scratch), n);
             if (!(a.scale > 0.0f)) {
                 codes.setConstant(static_cast<std::int32_t>(a.bias));
-            } else if (affine::encode(x, is_outlier, n, bits, a, scratch, out)) {
+            } else if (affine::encode(x, is_outlier, n, bits, a, scratch, out, lo, hi)) {
                 return;  // SIMD encode + pack, the same codes
             } else {
                 // Outliers (possibly non-finite) are replaced by the centre before any arithmetic.
                 affine::affine_codes_scalar(x, is_outlier, n, a, scratch);
             }
         } else {
+            (void)lo, (void)hi;
             for (std::int64_t i = 0; i < n; ++i)
                 scratch[i] = (is_outlier && is_outlier[i]) ? 0u : codec.encode(x[i], p, bits);
         }

@@ -8,7 +8,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
+#include "qaq/backend/cpu/tail_kernels.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
 
@@ -28,31 +30,71 @@ struct quantile {
 
     /// Marks outliers; `scratch` must hold `n` floats. Returns the outlier count.
     std::int64_t mark(const float* group, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
+        backend::tails::finite_tails t;
+        if (!backend::tails::find_finite_tails(group, n, t)) return mark_scalar(group, n, is_outlier, scratch);
+        // The AVX2 path: one pass gives the finite count and both tails up to k = 2 (a ratio of
+        // 1% or 2% on groups of up to 200 values); deeper tails are selected as below.
+        float lo = -std::numeric_limits<float>::infinity();
+        float hi = std::numeric_limits<float>::infinity();
+        if (outlier_ratio > 0.0 && t.count > 0) {
+            const auto [k_lo, k_hi] = ranks(t.count);
+            const std::int64_t k_large = t.count - k_hi + 1;
+            if (k_hi >= 1 && k_lo <= 2 && k_large <= 2) {
+                lo = t.smallest[k_lo - 1];
+                hi = t.largest[k_large - 1];
+            } else {
+                std::int64_t finite = 0;
+                for (std::int64_t i = 0; i < n; ++i)
+                    if (std::isfinite(group[i])) scratch[finite++] = group[i];
+                select(scratch, finite, lo, hi);
+            }
+        }
+        std::int64_t count = 0;
+        if (backend::tails::mark_outside(group, n, lo, hi, is_outlier, count)) return count;
+        return mark_with(group, n, lo, hi, is_outlier);
+    }
+
+    /// The scalar path (also the definition the AVX2 path is tested against).
+    std::int64_t mark_scalar(const float* group, std::int64_t n, std::uint8_t* is_outlier, float* scratch) const {
         std::int64_t finite = 0;
         for (std::int64_t i = 0; i < n; ++i)
             if (std::isfinite(group[i])) scratch[finite++] = group[i];
         float lo = -std::numeric_limits<float>::infinity();
         float hi = std::numeric_limits<float>::infinity();
-        if (outlier_ratio > 0.0 && finite > 0) {
-            // The products are evaluated in double exactly as the reference does.
-            const auto k_lo = static_cast<std::int64_t>(std::ceil(outlier_ratio / 2.0 * static_cast<double>(finite)));
-            const auto k_hi =
-                static_cast<std::int64_t>(std::floor((1.0 - outlier_ratio / 2.0) * static_cast<double>(finite)));
-            const std::int64_t k_large = finite - k_hi + 1;  // hi is the k_large-th largest
-            if (k_hi >= 1 && k_lo <= small_k && k_large <= small_k) {
-                // Small tails (the usual 1%): one pass keeping the k smallest and k largest.
-                lo = kth_smallest_and_largest(scratch, finite, k_lo, k_large, hi);
+        if (outlier_ratio > 0.0 && finite > 0) select(scratch, finite, lo, hi);
+        return mark_with(group, n, lo, hi, is_outlier);
+    }
+
+private:
+    // k_lo and k_hi of the method for `finite` values; the products are evaluated in double
+    // exactly as the reference does.
+    std::pair<std::int64_t, std::int64_t> ranks(std::int64_t finite) const noexcept {
+        const auto k_lo = static_cast<std::int64_t>(std::ceil(outlier_ratio / 2.0 * static_cast<double>(finite)));
+        const auto k_hi =
+            static_cast<std::int64_t>(std::floor((1.0 - outlier_ratio / 2.0) * static_cast<double>(finite)));
+        return {k_lo, k_hi};
+    }
+
+    // lo and hi of the `finite` (> 0) values at x (reordered); ratio > 0.
+    void select(float* x, std::int64_t finite, float& lo, float& hi) const {
+        const auto [k_lo, k_hi] = ranks(finite);
+        const std::int64_t k_large = finite - k_hi + 1;  // hi is the k_large-th largest
+        if (k_hi >= 1 && k_lo <= small_k && k_large <= small_k) {
+            // Small tails (the usual 1%): one pass keeping the k smallest and k largest.
+            lo = kth_smallest_and_largest(x, finite, k_lo, k_large, hi);
+        } else {
+            std::nth_element(x, x + (k_lo - 1), x + finite);
+            lo = x[k_lo - 1];
+            if (k_hi >= 1) {
+                std::nth_element(x, x + (k_hi - 1), x + finite);
+                hi = x[k_hi - 1];
             } else {
-                std::nth_element(scratch, scratch + (k_lo - 1), scratch + finite);
-                lo = scratch[k_lo - 1];
-                if (k_hi >= 1) {
-                    std::nth_element(scratch, scratch + (k_hi - 1), scratch + finite);
-                    hi = scratch[k_hi - 1];
-                } else {
-                    hi = -std::numeric_limits<float>::infinity();
-                }
+                hi = -std::numeric_limits<float>::infinity();
             }
         }
+    }
+
+    std::int64_t mark_with(const float* group, std::int64_t n, float lo, float hi, std::uint8_t* is_outlier) const {
         std::int64_t count = 0;
         for (std::int64_t i = 0; i < n; ++i) {
             const float x = group[i];
@@ -63,7 +105,6 @@ struct quantile {
         return count;
     }
 
-private:
     static constexpr std::int64_t small_k = 16;
 
     // Returns the k_small-th smallest of x[0..n) and sets `largest` to the
