@@ -5,8 +5,8 @@
 # HellaSwag with SmolLM2-135M-Instruct — printing the table and writing the
 # accuracy-vs-compression plot.
 #
-#   bash scripts/main.sh                  # defaults below (about 10 to 15 minutes
-#                                         # of evaluation on 2 free cores)
+#   bash scripts/main.sh                  # defaults below (about 16 minutes of
+#                                         # evaluation on 2 free cores)
 #   QAQ_MAIN_N=1000 bash scripts/main.sh  # the results page's question count
 #
 # Outputs: results/main/ (results.csv, results.json, summary.json, one SVG plot
