@@ -408,7 +408,7 @@ private:
     struct quantize_state {
         std::vector<float> values, scratch;
         std::vector<std::uint8_t> is_outlier;
-        std::vector<std::uint32_t> codes, counts;
+        std::vector<std::uint32_t> codes, counts, positions;
         std::int64_t code_offset = 0, total_outliers = 0;
         // quantize_batch's groups.
         group_statistics batch_stats[batch_size];
@@ -425,6 +425,7 @@ private:
             : values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n)),
               is_outlier(static_cast<std::size_t>(n)),
               codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)),
+              positions(static_cast<std::size_t>(n)),
               batch_masks(static_cast<std::size_t>(batches ? batch_size * n : 0)) {}
         std::uint8_t* batch_mask(int j, std::int64_t n) noexcept { return batch_masks.data() + j * n; }
     };
@@ -643,12 +644,15 @@ private:
         const std::int64_t value_bytes = bytes_per_value(out.precision);
         std::size_t vat = out.outlier_values.size();
         out.outlier_values.resize(vat + static_cast<std::size_t>(outlier_count * value_bytes));
+        std::uint32_t* positions = st.positions.data();
+        std::int64_t k = 0;
         backend::for_each_marked(is_outlier, n, [&](std::int64_t i) {
             check_outlier_value(x[i]);
-            out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+            positions[k++] = static_cast<std::uint32_t>(i);
             store_value(out.precision, x[i], &out.outlier_values[vat]);
             vat += static_cast<std::size_t>(value_bytes);
         });
+        out.outlier_positions.append(positions, k);
         st.total_outliers += outlier_count;
     }
 
