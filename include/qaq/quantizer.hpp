@@ -18,8 +18,10 @@
 #include <utility>
 #include <vector>
 
+#include "qaq/backend/cpu/batch_statistics.hpp"
 #include "qaq/backend/cpu/cpu_backend.hpp"
 #include "qaq/backend/cpu/simd.hpp"
+#include "qaq/backend/cpu/zero_point_fit.hpp"
 #include "qaq/bit_packing.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
@@ -370,14 +372,26 @@ public:
             // Each group decodes straight into its contiguous run of the output.
             const std::int64_t subs = s.head_dim / n;
             std::int64_t g = 0;
+            float* rows[batch_size];
+            int pending = 0;
             for (std::int64_t b = 0; b < s.batch; ++b)
                 for (std::int64_t t = 0; t < s.tokens; ++t)
                     for (std::int64_t l = 0; l < s.layers; ++l)
                         for (std::int64_t h = 0; h < s.heads; ++h) {
                             float* row = &out(l, b, h, t, 0);
-                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g)
-                                dequantize_group(packed, g, n, codes.data(), row + sub * n, st);
+                            for (std::int64_t sub = 0; sub < subs; ++sub, ++g) {
+                                if constexpr (batches) {
+                                    rows[pending++] = row + sub * n;
+                                    if (pending == batch_size) {
+                                        dequantize_batch(packed, g + 1 - batch_size, n, codes.data(), rows, st);
+                                        pending = 0;
+                                    }
+                                } else {
+                                    dequantize_group(packed, g, n, codes.data(), row + sub * n, st);
+                                }
+                            }
                         }
+            for (int k = 0; k < pending; ++k) dequantize_group(packed, g - pending + k, n, codes.data(), rows[k], st);
         } else {
             for (std::int64_t g = 0; g < layout.group_count(); ++g) {
                 dequantize_group(packed, g, n, codes.data(), values.data(), st);
@@ -394,7 +408,7 @@ private:
     struct quantize_state {
         std::vector<float> values, scratch;
         std::vector<std::uint8_t> is_outlier;
-        std::vector<std::uint32_t> codes, counts;
+        std::vector<std::uint32_t> codes, counts, positions;
         std::int64_t code_offset = 0, total_outliers = 0;
         // quantize_batch's groups.
         group_statistics batch_stats[batch_size];
@@ -402,11 +416,16 @@ private:
         int batch_widths[batch_size];
         std::int64_t batch_offsets[batch_size];
         bool batch_dense[batch_size];
+        // zero_point_batch's.
+        alignas(32) float batch_min[batch_size];
+        alignas(32) float batch_max[batch_size];
+        backend::batch::zero_point_fits batch_fits;
         std::vector<std::uint8_t> batch_masks;  // batch_size masks of n bytes
         quantize_state(std::int64_t n, std::int64_t groups)
             : values(static_cast<std::size_t>(n)), scratch(static_cast<std::size_t>(n)),
               is_outlier(static_cast<std::size_t>(n)),
               codes(static_cast<std::size_t>(n)), counts(static_cast<std::size_t>(groups)),
+              positions(static_cast<std::size_t>(n)),
               batch_masks(static_cast<std::size_t>(batches ? batch_size * n : 0)) {}
         std::uint8_t* batch_mask(int j, std::int64_t n) noexcept { return batch_masks.data() + j * n; }
     };
@@ -465,23 +484,15 @@ private:
         int* widths = st.batch_widths;
         std::int64_t* offsets = st.batch_offsets;
         bool* dense = st.batch_dense;
-        // Parameters and code offset of group j, in group order.
-        const auto fit_group = [&](int j) {
-            const pending_group& p = batch[j];
-            widths[j] = choose_bits(range(stats[j]), p.attention_max, tokens, p.token);
-            out.widths[static_cast<std::size_t>(p.g)] = static_cast<std::uint8_t>(widths[j]);
-            params[j] = storage_.fit(stats[j], widths[j]);
-            offsets[j] = st.code_offset;
-            st.code_offset += packed_code_bytes(n, widths[j]);
-            store_parameters(params[j], out.parameters.data() + p.g * parameter_bytes());
-            st.counts[static_cast<std::size_t>(p.g)] = static_cast<std::uint32_t>(n - stats[j].count);
-        };
+        if constexpr (zero_point_batches) {
+            if (count == batch_size && zero_point_batch(batch, n, tokens, st, out)) return;
+        }
         if constexpr (std::is_same_v<Outliers, ::qaq::outliers::none>) {
             // Only a non-finite value makes an outlier here: such a (rare) group goes through
             // quantize_group at its turn, and the others never carry a mask.
             for (int j = 0; j < count; ++j) dense[j] = dense_statistics(batch[j].x, n, stats[j]);
             for (int j = 0; j < count; ++j) {
-                if (dense[j]) fit_group(j);
+                if (dense[j]) fit_group(batch, j, n, tokens, st, out);
                 else quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
             }
             for (int j = 0; j < count; ++j)
@@ -492,7 +503,7 @@ private:
             for (int j = 0; j < count; ++j) dense[j] = false;
             const int ready = analyze_batch(batch, count, n, st);
             for (int j = 0; j < ready; ++j) {
-                fit_group(j);
+                fit_group(batch, j, n, tokens, st, out);
                 if (stats[j].count < n) store_outliers(batch[j].x, n, n - stats[j].count, st.batch_mask(j, n), st, out);
             }
             for (int j = 0; j < ready; ++j)
@@ -502,6 +513,114 @@ private:
             for (int j = ready; j < count; ++j)
                 quantize_group(batch[j].x, n, batch[j].g, batch[j].attention_max, tokens, batch[j].token, st, out);
         }
+    }
+
+    // The zero-point codec without outliers has a batch path in vector registers throughout.
+    static constexpr bool zero_point_batches = batches && std::is_same_v<Outliers, ::qaq::outliers::none> &&
+                                               std::is_same_v<Storage, ::qaq::storage::uniform_zero_point>;
+
+    // quantize_batch for eight groups of the zero-point codec without outliers (not symmetric,
+    // fp16 parameters): min and max of the eight groups together (batch_statistics.hpp), then in
+    // group order the widths, code offsets, and everything that may throw (a group with a
+    // non-finite value goes through quantize_group, one with values beyond the vector fit's
+    // bound through fit_group), then the parameters of the rest in vector registers
+    // (zero_point_fit.hpp; fit() for the lanes it leaves), then encode + pack. Returns false,
+    // having done nothing, when this configuration or processor has no such path.
+    bool zero_point_batch(const pending_group* batch, std::int64_t n, std::int64_t tokens, quantize_state& st,
+                          packed_tensor& out) const {
+        if constexpr (zero_point_batches) {
+            if (storage_.symmetric || storage_.precision != storage_precision::fp16) return false;
+            const float* x[batch_size];
+            for (int j = 0; j < batch_size; ++j) x[j] = batch[j].x;
+            float* mins = st.batch_min;
+            float* maxs = st.batch_max;
+            unsigned finite = 0;
+            if (!backend::batch::min_max8(x, n, mins, maxs, finite)) return false;
+            group_statistics* stats = st.batch_stats;
+            int* widths = st.batch_widths;
+            std::int64_t* offsets = st.batch_offsets;
+            const auto set_stats = [&](int j) {
+                stats[j].count = n;
+                stats[j].min = mins[j];
+                stats[j].max = maxs[j];
+                stats[j].absmax = std::max(std::fabs(mins[j]), std::fabs(maxs[j]));
+                stats[j].mean = stats[j].std = 0.0f;  // as dense_statistics leaves them for this codec
+            };
+            constexpr float bound = backend::batch::zero_point_fit_bound;
+            unsigned vector_lanes = 0;  // groups whose parameters come from the vector fit
+            for (int j = 0; j < batch_size; ++j) {
+                const pending_group& p = batch[j];
+                if (!(finite >> j & 1u)) {
+                    widths[j] = 0;
+                    quantize_group(p.x, n, p.g, p.attention_max, tokens, p.token, st, out);
+                } else if (!(std::fabs(mins[j]) <= bound && std::fabs(maxs[j]) <= bound)) {
+                    set_stats(j);
+                    fit_group(batch, j, n, tokens, st, out);
+                } else {
+                    // range() cannot throw here (|max - min| <= 2 bound); choose_bits may.
+                    widths[j] = choose_bits(maxs[j] - mins[j], p.attention_max, tokens, p.token);
+                    out.widths[static_cast<std::size_t>(p.g)] = static_cast<std::uint8_t>(widths[j]);
+                    offsets[j] = st.code_offset;
+                    st.code_offset += packed_code_bytes(n, widths[j]);
+                    // st.counts[g] stays 0: no outliers.
+                    vector_lanes |= 1u << j;
+                }
+            }
+            backend::batch::zero_point_fits& f = st.batch_fits;
+            backend::batch::fit_zero_point_fp16(mins, maxs, widths, f);  // AVX2 ran above: always done
+            const unsigned fitted = f.fitted & vector_lanes;
+            std::uint8_t* parameters = out.parameters.data() + batch[0].g * parameter_bytes();  // consecutive groups
+            if (fitted == 0xFFu) {
+                std::memcpy(parameters, f.stored, sizeof f.stored);
+            } else {
+                for (int j = 0; j < batch_size; ++j) {
+                    if (fitted >> j & 1u) {
+                        std::memcpy(parameters + 4 * j, f.stored + 2 * j, 4);
+                    } else if (vector_lanes >> j & 1u) {  // fit() steps s up, width 0, constant group
+                        set_stats(j);
+                        st.batch_params[j] = storage_.fit(stats[j], widths[j]);
+                        store_parameters(st.batch_params[j], parameters + 4 * j);
+                    }
+                }
+            }
+            // The usual case, eight groups of one width from the vector fit: one kernel call.
+            // (All eight from the vector fit: their codes follow one another.)
+            if (fitted == 0xFFu && std::equal(widths + 1, widths + batch_size, widths) &&
+                backend::affine::encode_groups(x, n, widths[0], batch_size, f.centre, f.scale, f.inverse, 0.0f,
+                                               f.steps[0], 0.0f, f.in_range, st.codes.data(),
+                                               out.codes.data() + offsets[0]))
+                return true;
+            for (int j = 0; j < batch_size; ++j) {
+                if (fitted >> j & 1u) {
+                    const affine_code a{f.centre[j], f.scale[j], 0.0f, f.steps[j], 0.0f};
+                    backend::affine::encode_with_reciprocal(x[j], nullptr, n, widths[j], a, f.inverse[j],
+                                                            f.in_range >> j & 1u, st.codes.data(),
+                                                            out.codes.data() + offsets[j]);
+                } else if (finite >> j & 1u) {  // parameters from fit() or fit_group; the others are done
+                    Backend::encode(storage_, st.batch_params[j], widths[j], x[j], nullptr, n, st.codes.data(),
+                                    out.codes.data() + offsets[j], stats[j].min, stats[j].max);
+                }
+            }
+            return true;
+        } else {
+            (void)batch, (void)n, (void)tokens, (void)st, (void)out;
+            return false;
+        }
+    }
+
+    // Widths, parameters, code offset and outlier count of group j of a batch whose statistics
+    // are in st.batch_stats[j], in group order.
+    void fit_group(const pending_group* batch, int j, std::int64_t n, std::int64_t tokens, quantize_state& st,
+                   packed_tensor& out) const {
+        const pending_group& p = batch[j];
+        const group_statistics& stats = st.batch_stats[j];
+        st.batch_widths[j] = choose_bits(range(stats), p.attention_max, tokens, p.token);
+        out.widths[static_cast<std::size_t>(p.g)] = static_cast<std::uint8_t>(st.batch_widths[j]);
+        st.batch_params[j] = storage_.fit(stats, st.batch_widths[j]);
+        st.batch_offsets[j] = st.code_offset;
+        st.code_offset += packed_code_bytes(n, st.batch_widths[j]);
+        store_parameters(st.batch_params[j], out.parameters.data() + p.g * parameter_bytes());
+        st.counts[static_cast<std::size_t>(p.g)] = static_cast<std::uint32_t>(n - stats.count);
     }
 
     // Marks and statistics of the batch's groups that the dense pass left; returns how many
@@ -525,12 +644,15 @@ private:
         const std::int64_t value_bytes = bytes_per_value(out.precision);
         std::size_t vat = out.outlier_values.size();
         out.outlier_values.resize(vat + static_cast<std::size_t>(outlier_count * value_bytes));
+        std::uint32_t* positions = st.positions.data();
+        std::int64_t k = 0;
         backend::for_each_marked(is_outlier, n, [&](std::int64_t i) {
             check_outlier_value(x[i]);
-            out.outlier_positions.push_back(static_cast<std::uint32_t>(i));
+            positions[k++] = static_cast<std::uint32_t>(i);
             store_value(out.precision, x[i], &out.outlier_values[vat]);
             vat += static_cast<std::size_t>(value_bytes);
         });
+        out.outlier_positions.append(positions, k);
         st.total_outliers += outlier_count;
     }
 
@@ -588,13 +710,60 @@ private:
         const codec_parameters params = load_parameters(packed.parameters.data() + g * parameter_bytes(), width);
         decode(packed.codes.data() + st.code_offset, n, width, params, codes, values);
         st.code_offset += packed_code_bytes(n, width);
-        if (!packed.outlier_counts.empty()) {
-            const std::int64_t value_bytes = bytes_per_value(packed.precision);
-            const std::int64_t count = packed.outlier_counts[g];
-            for (std::int64_t k = 0; k < count; ++k, ++st.outlier_cursor)
-                values[packed.outlier_positions[st.outlier_cursor]] = load_value(
-                    packed.precision, &packed.outlier_values[static_cast<std::size_t>(st.outlier_cursor * value_bytes)]);
+        restore_outliers(packed, g, values, st);
+    }
+
+    // Writes group g's exact outliers over its decoded values.
+    static void restore_outliers(const packed_tensor& packed, std::int64_t g, float* values, dequantize_state& st) {
+        if (packed.outlier_counts.empty()) return;
+        const std::int64_t value_bytes = bytes_per_value(packed.precision);
+        const std::int64_t count = packed.outlier_counts[g];
+        for (std::int64_t k = 0; k < count; ++k, ++st.outlier_cursor)
+            values[packed.outlier_positions[st.outlier_cursor]] = load_value(
+                packed.precision, &packed.outlier_values[static_cast<std::size_t>(st.outlier_cursor * value_bytes)]);
+    }
+
+    // dequantize_group for the eight groups g0.. (consecutive in the code stream) into rows[k].
+    // When they share one width (the usual case) and the codec has an affine form, their
+    // parameters are converted together and the kernel is dispatched once for all eight (on
+    // 64-value groups the per-group work was a third of dequantize). Each group's outliers
+    // are restored right after its own decode, as dequantize_group does (outputs may overlap).
+    void dequantize_batch(const packed_tensor& packed, std::int64_t g0, std::int64_t n, std::uint32_t* codes,
+                          float* const* rows, dequantize_state& st) const {
+        if constexpr (batches && backend::detail::has_affine_form<Storage>::value) {
+            const std::uint8_t* widths = packed.widths.data() + g0;
+            const int width = widths[0];
+            bool same = width > 0 && backend::simd::use_avx2();  // (the scalar path has no batch kernel)
+            for (int k = 1; k < batch_size; ++k) same &= widths[k] == width;
+            const int per_group = storage_.stored_parameter_count();
+            float raw[max_parameters * batch_size];
+            if (same) {
+                const std::uint8_t* in = packed.parameters.data() + g0 * parameter_bytes();
+                if (storage_.precision == storage_precision::fp16) backend::simd::halves_to_floats(in, batch_size * per_group, raw);
+                else std::memcpy(raw, in, static_cast<std::size_t>(batch_size * per_group) * sizeof(float));
+                // A NaN parameter keeps load_value's conversion (its payload bits).
+                for (int i = 0; i < batch_size * per_group; ++i) same &= !std::isnan(raw[i]);
+            }
+            if (same) {
+                affine_code a[batch_size];
+                for (int k = 0; k < batch_size; ++k) {
+                    float stored[max_parameters] = {0.0f, 0.0f};  // as load_parameters hands them to load()
+                    for (int i = 0; i < per_group; ++i) stored[i] = raw[k * per_group + i];
+                    a[k] = storage_.affine(storage_.load(stored, width), width);
+                }
+                const std::uint8_t* in = packed.codes.data() + st.code_offset;
+                const bool done = packed.outlier_counts.empty()
+                                      ? backend::affine::decode_groups(in, n, width, a, batch_size, rows, [](int) {})
+                                      : backend::affine::decode_groups(in, n, width, a, batch_size, rows, [&](int k) {
+                                            restore_outliers(packed, g0 + k, rows[k], st);
+                                        });
+                if (done) {
+                    st.code_offset += batch_size * packed_code_bytes(n, width);
+                    return;
+                }
+            }
         }
+        for (int k = 0; k < batch_size; ++k) dequantize_group(packed, g0 + k, n, codes, rows[k], st);
     }
 
     Bits bits_;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "qaq/backend/cpu/simd.hpp"
@@ -267,6 +268,7 @@ void check_against_group_blocks(const Q& q, const qaq::kv_shape& shape, const st
     std::vector<std::uint8_t> expected_codes, expected_parameters, expected_widths, expected_values;
     std::vector<std::uint32_t> expected_positions;
     bool threw = false;
+    std::string message;
     try {
         for (std::int64_t g = 0; g < layout.group_count(); ++g) {
             layout.gather(view, g, values.data());
@@ -289,11 +291,18 @@ void check_against_group_blocks(const Q& q, const qaq::kv_shape& shape, const st
                 expected_values.insert(expected_values.end(), b, b + qaq::bytes_per_value(q.precision()));
             }
         }
-    } catch (const qaq::error&) {
+    } catch (const qaq::error& e) {
         threw = true;
+        message = e.what();
     }
-    if (threw) {
-        REQUIRE_THROWS_AS(q.quantize(view), qaq::error);
+    if (threw) {  // the same error first, as in group order
+        std::string got;
+        try {
+            (void)q.quantize(view);
+        } catch (const qaq::error& e) {
+            got = e.what();
+        }
+        REQUIRE(got == message);
         return;
     }
     const qaq::packed_tensor packed = q.quantize(view);
@@ -336,6 +345,78 @@ TEST_CASE("whole-tensor quantize (batched groups) equals the group-level buildin
             check_against_group_blocks(centred(qaq::bits::fixed(bits), qaq::outliers::quantile(0.02),
                                                {false, precision}, level, group_dims),
                                        shape, data);
+        }
+    }
+}
+
+namespace {
+
+// Widths that vary from group to group (from the range's bits and the token), 0 included; an
+// invalid width (an error of choose_bits) for one token when asked.
+struct varied_bits {
+    int throw_token = -1;
+
+    static constexpr bool is_bits_policy = true;
+    static constexpr bool needs_attention = false;
+    static constexpr bool adaptive = false;
+    static constexpr const char* name = "varied";
+
+    int bits_min() const noexcept { return 0; }
+    int bits_max() const noexcept { return 16; }
+    int window() const noexcept { return 1; }
+    int operator()(const qaq::bits::context& c) const noexcept {
+        if (c.token == throw_token) return 99;
+        const std::uint32_t r = bits_of(c.range);
+        return static_cast<int>((r ^ (r >> 11) ^ static_cast<std::uint32_t>(c.token) * 7u) % 17u);
+    }
+};
+
+// Whole tensors for the eight-group batch: groups of many scales (beyond the vector fit's
+// bound, and beyond fp16 when `overflow`), constant groups, a non-finite value, values on
+// rounding ties of their grid.
+std::vector<float> batch_tensor(std::mt19937& rng, const qaq::kv_shape& shape, std::int64_t n, bool overflow) {
+    std::vector<float> data(static_cast<std::size_t>(shape.element_count()));
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (std::size_t g0 = 0; g0 < data.size(); g0 += static_cast<std::size_t>(n)) {
+        const int kind = static_cast<int>(rng() % 12);
+        const float scale = kind == 0 ? (overflow ? 1e5f : 3e4f) : std::ldexp(1.0f, static_cast<int>(rng() % 30) - 20);
+        for (std::size_t i = g0; i < g0 + static_cast<std::size_t>(n) && i < data.size(); ++i) {
+            if (kind == 1) data[i] = 0.25f;
+            else if (kind == 2) data[i] = static_cast<float>(rng() % 31) * 0.0625f;  // 4 bits: s = 1/8, ties at odd k
+            else data[i] = normal(rng) * scale;
+        }
+        if (kind == 2) data[g0] = 0.0f, data[g0 + static_cast<std::size_t>(n) - 1] = 1.875f;
+        if (kind == 3) data[g0 + rng() % static_cast<std::size_t>(n)] = rng() % 2 ? infinity : quiet_nan;
+    }
+    return data;
+}
+
+}  // namespace
+
+TEST_CASE("whole-tensor quantize (eight-group vector fit) equals the group-level building blocks",
+          "[fast_paths][quantizer][batch]") {
+    using plain = qaq::quantizer<qaq::bits::fixed, qaq::outliers::none, qaq::storage::uniform_zero_point>;
+    using varied = qaq::quantizer<varied_bits, qaq::outliers::none, qaq::storage::uniform_zero_point>;
+    std::mt19937 rng(71);
+    const std::int64_t dims[] = {8, 16, 24, 64, 128, 136, 12};
+    for (int trial = 0; trial < 160; ++trial) {
+        const std::int64_t D = dims[trial % 7];
+        const qaq::kv_shape shape{1, 1, 1 + static_cast<std::int64_t>(rng() % 4), 4 + static_cast<std::int64_t>(rng() % 20), D};
+        const bool sub = trial % 5 == 4 && D % 2 == 0;
+        const qaq::group_level level = sub ? qaq::group_level::sub_head : qaq::group_level::head;
+        const int group_dims = sub ? static_cast<int>(D / 2) : 0;
+        const std::int64_t n = sub ? D / 2 : D;
+        const bool overflow = trial % 4 == 0;
+        const std::vector<float> data = batch_tensor(rng, shape, n, overflow);
+        const auto precision = trial % 8 == 7 ? qaq::storage_precision::fp32 : qaq::storage_precision::fp16;
+        varied_bits policy;
+        if (trial % 3 == 0) policy.throw_token = static_cast<int>(rng() % static_cast<std::uint32_t>(shape.tokens));
+        for (bool on : simd_settings()) {
+            const simd::scoped_simd setting(on);
+            INFO("trial " << trial << " simd " << on);
+            check_against_group_blocks(plain(qaq::bits::fixed(trial % 17), {}, {trial % 9 == 8, precision}, level, group_dims),
+                                       shape, data);
+            check_against_group_blocks(varied(policy, {}, {false, precision}, level, group_dims), shape, data);
         }
     }
 }

@@ -328,6 +328,26 @@ QAQ_TARGET_AVX2 bool encode_avx2(const float* x, const std::uint8_t* is_outlier,
     return true;
 }
 
+// encode_avx2 (no outliers) for `count` groups of one width whose codes follow one another from
+// `out`: the width is dispatched once for all of them, not once per group.
+template <int W>
+QAQ_TARGET_AVX2 void encode_groups_avx2(const float* const* x, std::int64_t n, int count, const float* centre,
+                                        const float* scale, const float* inverse, float lowest, float highest,
+                                        float bias, unsigned in_range, std::uint32_t* scratch,
+                                        std::uint8_t* out) noexcept {
+    const std::int64_t bytes = packed_code_bytes(n, W);
+    for (int j = 0; j < count; ++j) {
+        const affine_code a{centre[j], scale[j], lowest, highest, bias};
+        std::uint8_t* to = out + j * bytes;
+        const bool done = (in_range >> j & 1u) ? encode_avx2<W, false, false>(x[j], nullptr, n, a, inverse[j], scratch, to)
+                                               : encode_avx2<W, false, true>(x[j], nullptr, n, a, inverse[j], scratch, to);
+        if (!done) {  // a value near a rounding tie: the exact division
+            affine_codes_scalar(x[j], nullptr, n, a, scratch);
+            pack_codes(scratch, n, W, to);
+        }
+    }
+}
+
 // The bytes of eight codes of width W (one 16-byte window holding them, broadcast to both
 // lanes) -> eight int32 codes: a byte shuffle brings each code's 2-3 bytes into its lane,
 // a variable shift and a mask finish it.
@@ -385,8 +405,8 @@ QAQ_TARGET_AVX2 inline __m256 multiply_add(__m256 f, __m256 scale, __m256 centre
 }
 
 template <int W>
-QAQ_TARGET_AVX2 void decode_avx2(const std::uint8_t* in, std::int64_t n, const affine_code& a, float* out) noexcept {
-    const unpacker<W> u;
+QAQ_TARGET_AVX2 void decode_avx2(const unpacker<W>& u, const std::uint8_t* in, std::int64_t n, const affine_code& a,
+                                 float* out) noexcept {
     const __m256i bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
     const __m256 scale = _mm256_set1_ps(a.scale), centre = _mm256_set1_ps(a.centre);
     const std::int64_t blocks = n / 8, total = packed_code_bytes(n, W);
@@ -427,6 +447,24 @@ QAQ_TARGET_AVX2 void decode_avx2(const std::uint8_t* in, std::int64_t n, const a
     }
 }
 
+template <int W>
+QAQ_TARGET_AVX2 void decode_avx2(const std::uint8_t* in, std::int64_t n, const affine_code& a, float* out) noexcept {
+    decode_avx2<W>(unpacker<W>(), in, n, a, out);
+}
+
+// Groups of one width, one after the other in the code stream: the unpacker's tables are
+// loaded and the width dispatched once for all of them. after(k) runs once group k is decoded.
+template <int W, class After>
+QAQ_TARGET_AVX2 void decode_groups_avx2(const std::uint8_t* in, std::int64_t n, const affine_code* a, int count,
+                                        float* const* out, After& after) {
+    const unpacker<W> u;
+    const std::int64_t bytes = packed_code_bytes(n, W);
+    for (int k = 0; k < count; ++k) {
+        decode_avx2<W>(u, in + k * bytes, n, a[k], out[k]);
+        after(k);
+    }
+}
+
 }  // namespace detail
 #endif  // QAQ_SIMD_AVX2
 
@@ -451,6 +489,53 @@ inline bool kept_min_max(const float* x, const std::uint8_t* is_outlier, std::in
     return false;
 }
 
+/// encode() with 1 / scale (finite) and its range test already done by the caller: `in_range`
+/// says that every non-outlier value quantizes into [lowest, highest] unclamped (see encode).
+/// Always encodes: the scalar definition when no AVX2 path runs or a quotient came near a tie.
+inline void encode_with_reciprocal(const float* x, const std::uint8_t* is_outlier, std::int64_t n, int width,
+                                   const affine_code& a, float inverse_scale, bool in_range, std::uint32_t* scratch,
+                                   std::uint8_t* out) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        const bool done = dispatch_width(width, [&](auto w) {
+            constexpr int W = decltype(w)::value;
+            if (in_range)
+                return is_outlier ? detail::encode_avx2<W, true, false>(x, is_outlier, n, a, inverse_scale, scratch, out)
+                                  : detail::encode_avx2<W, false, false>(x, is_outlier, n, a, inverse_scale, scratch, out);
+            return is_outlier ? detail::encode_avx2<W, true, true>(x, is_outlier, n, a, inverse_scale, scratch, out)
+                              : detail::encode_avx2<W, false, true>(x, is_outlier, n, a, inverse_scale, scratch, out);
+        });
+        if (done) return;
+    }
+#endif
+    (void)inverse_scale, (void)in_range;
+    // A value near a rounding tie (rare), or no AVX2: the exact division, in scalar code.
+    affine_codes_scalar(x, is_outlier, n, a, scratch);
+    pack_codes(scratch, n, width, out);
+}
+
+/// encode_with_reciprocal, without outliers, for `count` groups of n values at x[j] and one width
+/// 1..16: group j's affine form is {centre[j], scale[j], lowest, highest, bias} (scale > 0), its
+/// reciprocal inverse[j] (finite), its range test bit j of `in_range`, and its codes are the
+/// packed_code_bytes(n, width) bytes from out + j * packed_code_bytes(n, width). Returns false,
+/// having done nothing, when no AVX2 path runs.
+inline bool encode_groups(const float* const* x, std::int64_t n, int width, int count, const float* centre,
+                          const float* scale, const float* inverse, float lowest, float highest, float bias,
+                          unsigned in_range, std::uint32_t* scratch, std::uint8_t* out) noexcept {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        dispatch_width(width, [&](auto w) {
+            detail::encode_groups_avx2<decltype(w)::value>(x, n, count, centre, scale, inverse, lowest, highest, bias,
+                                                           in_range, scratch, out);
+        });
+        return true;
+    }
+#endif
+    (void)x, (void)n, (void)width, (void)count, (void)centre, (void)scale, (void)inverse, (void)lowest, (void)highest;
+    (void)bias, (void)in_range, (void)scratch, (void)out;
+    return false;
+}
+
 /// Encodes n values with the affine form `a` (scale > 0, width 1..16) and packs them into
 /// packed_code_bytes(n, width) bytes at `out`; is_outlier may be null (no outliers).
 /// `scratch` holds n codes. Returns false when no SIMD path ran (the caller encodes).
@@ -467,18 +552,7 @@ inline bool encode(const float* x, const std::uint8_t* is_outlier, std::int64_t 
         const bool in_range = (lo - a.centre) * inverse_scale >= a.lowest &&
                               (hi - a.centre) * inverse_scale <= a.highest &&
                               (!is_outlier || (a.lowest <= 0.0f && a.highest >= 0.0f));
-        const bool done = dispatch_width(width, [&](auto w) {
-            constexpr int W = decltype(w)::value;
-            if (in_range)
-                return is_outlier ? detail::encode_avx2<W, true, false>(x, is_outlier, n, a, inverse_scale, scratch, out)
-                                  : detail::encode_avx2<W, false, false>(x, is_outlier, n, a, inverse_scale, scratch, out);
-            return is_outlier ? detail::encode_avx2<W, true, true>(x, is_outlier, n, a, inverse_scale, scratch, out)
-                              : detail::encode_avx2<W, false, true>(x, is_outlier, n, a, inverse_scale, scratch, out);
-        });
-        if (done) return true;
-        // A value near a rounding tie: the exact division, in scalar code (rare).
-        affine_codes_scalar(x, is_outlier, n, a, scratch);
-        pack_codes(scratch, n, width, out);
+        encode_with_reciprocal(x, is_outlier, n, width, a, inverse_scale, in_range, scratch, out);
         return true;
     }
 #endif
@@ -496,6 +570,23 @@ inline bool decode(const std::uint8_t* in, std::int64_t n, int width, const affi
     }
 #endif
     (void)in, (void)n, (void)width, (void)a, (void)out;
+    return false;
+}
+
+/// decode() for `count` groups of n codes of one width 1..16 stored one after the other from
+/// `in` (packed_code_bytes(n, width) bytes each): group k with a[k] into out[k], then after(k)
+/// (the caller's outlier restoration). Returns false, having done nothing, when no SIMD path
+/// runs (the caller decodes).
+template <class After>
+inline bool decode_groups(const std::uint8_t* in, std::int64_t n, int width, const affine_code* a, int count,
+                          float* const* out, After&& after) {
+#if QAQ_SIMD_AVX2
+    if (simd::use_avx2()) {
+        dispatch_width(width, [&](auto w) { detail::decode_groups_avx2<decltype(w)::value>(in, n, a, count, out, after); });
+        return true;
+    }
+#endif
+    (void)in, (void)n, (void)width, (void)a, (void)count, (void)out, (void)after;
     return false;
 }
 

@@ -30,17 +30,34 @@ struct has_affine_form<Codec, std::void_t<decltype(std::declval<const Codec&>().
     : std::true_type {};
 }  // namespace detail
 
-/// Calls f(i) for each nonzero byte of a mask, in order; eight bytes at a time (groups hold few
-/// outliers, so most words are zero and are skipped at once).
+/// Index of the lowest set bit of v (v != 0).
+inline int lowest_set_bit(std::uint64_t v) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(v);
+#else
+    int k = 0;
+    while (!(v & 1u)) v >>= 1, ++k;
+    return k;
+#endif
+}
+
+/// Calls f(i) for each nonzero byte of a mask, in order. Each 64 mask bytes become a 64-bit
+/// set of the nonzero ones without branches, then one step per set bit: testing byte after byte
+/// mispredicted a branch on nearly every outlier (a quarter of quantize with quantile outliers).
 template <class F>
 void for_each_marked(const std::uint8_t* mask, std::int64_t n, F&& f) {
+    constexpr std::uint64_t low7 = 0x7F7F7F7F7F7F7F7Full;
     std::int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        std::uint64_t word;
-        std::memcpy(&word, mask + i, 8);
-        if (word == 0) continue;
-        for (std::int64_t k = i; k < i + 8; ++k)
-            if (mask[k]) f(k);
+    for (; i + 64 <= n; i += 64) {
+        std::uint64_t set = 0;
+        for (int w = 0; w < 8; ++w) {
+            std::uint64_t word;
+            std::memcpy(&word, mask + i + 8 * w, 8);
+            // 0x01 in each nonzero byte, then byte k -> bit k (the products do not overlap).
+            const std::uint64_t ones = ((((word & low7) + low7) | word) & ~low7) >> 7;
+            set |= ((ones * 0x0102040810204080ull) >> 56) << (8 * w);
+        }
+        for (; set != 0; set &= set - 1) f(i + lowest_set_bit(set));
     }
     for (; i < n; ++i)
         if (mask[i]) f(i);
