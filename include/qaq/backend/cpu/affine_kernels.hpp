@@ -75,6 +75,17 @@ inline void affine_codes_scalar(const float* x, const std::uint8_t* is_outlier, 
 #if QAQ_SIMD_AVX2
 namespace detail {
 
+// The smallest lane of `lo` and the largest of `hi`, in registers (a store and eight scalar
+// steps were a long chain at the head of every group's fit).
+QAQ_TARGET_AVX2 inline void horizontal_min_max(__m256 lo, __m256 hi, float& min, float& max) noexcept {
+    __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
+    __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
+    l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
+    h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
+    min = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
+    max = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+}
+
 QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n, bool want_sum, float& min,
                                                   float& max, double& sum) noexcept {
     __m256 lo = _mm256_set1_ps(std::numeric_limits<float>::infinity());
@@ -127,15 +138,10 @@ QAQ_TARGET_AVX2 inline bool dense_statistics_avx2(const float* x, std::int64_t n
         hi = _mm256_max_ps(hi, hi2);
         check = _mm256_add_ps(check, check2);
     }
-    // Horizontal min and max in registers (a store and eight scalar steps were a long chain at
-    // the head of every group's fit). With no NaN the order of a min or max does not matter up to
-    // the sign of a zero, which the + 0.0f below fixes.
-    __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
-    __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
-    l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
-    h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
-    float mn = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
-    float mx = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+    // With no NaN the order of a min or max does not matter up to the sign of a zero, which the
+    // + 0.0f below fixes.
+    float mn, mx;
+    horizontal_min_max(lo, hi, mn, mx);
     bool finite = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), check),
                                                    _mm256_set1_ps(std::numeric_limits<float>::infinity()),
                                                    _CMP_NLT_UQ)) == 0;
@@ -170,12 +176,8 @@ QAQ_TARGET_AVX2 inline bool kept_min_max_avx2(const float* x, const std::uint8_t
         const __m256 non_finite = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), inf, _CMP_NLT_UQ);
         bad = _mm256_or_ps(bad, _mm256_and_ps(keep, non_finite));
     }
-    __m128 l4 = _mm_min_ps(_mm256_castps256_ps128(lo), _mm256_extractf128_ps(lo, 1));
-    __m128 h4 = _mm_max_ps(_mm256_castps256_ps128(hi), _mm256_extractf128_ps(hi, 1));
-    l4 = _mm_min_ps(l4, _mm_movehl_ps(l4, l4));
-    h4 = _mm_max_ps(h4, _mm_movehl_ps(h4, h4));
-    float mn = _mm_cvtss_f32(_mm_min_ss(l4, _mm_movehdup_ps(l4)));
-    float mx = _mm_cvtss_f32(_mm_max_ss(h4, _mm_movehdup_ps(h4)));
+    float mn, mx;
+    horizontal_min_max(lo, hi, mn, mx);
     bool finite = _mm256_movemask_ps(bad) == 0;
     for (; i < n; ++i) {
         if (is_outlier[i]) continue;
