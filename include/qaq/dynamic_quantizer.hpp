@@ -70,6 +70,10 @@ public:
                       std::int64_t count, float* scales, float* offsets) const noexcept {
         return impl_->affine_forms(parameters, group_stride, widths, count, scales, offsets);
     }
+    bool affine_forms_at_width(const std::uint8_t* parameters, std::int64_t group_stride, int width, std::int64_t count,
+                               float* scales, float* offsets) const noexcept {
+        return impl_->affine_forms_at_width(parameters, group_stride, width, count, scales, offsets);
+    }
     float decode_element(const std::uint8_t* codes, std::int64_t i, int width, const codec_parameters& params) const {
         return impl_->decode_element(codes, i, width, params);
     }
@@ -108,6 +112,8 @@ private:
         virtual bool affine(const codec_parameters&, int, affine_code&) const noexcept = 0;
         virtual bool affine_forms(const std::uint8_t*, std::int64_t, const int*, std::int64_t, float*,
                                   float*) const noexcept = 0;
+        virtual bool affine_forms_at_width(const std::uint8_t*, std::int64_t, int, std::int64_t, float*,
+                                           float*) const noexcept = 0;
         virtual float decode_element(const std::uint8_t*, std::int64_t, int, const codec_parameters&) const = 0;
         virtual void store_parameters(const codec_parameters&, std::uint8_t*) const = 0;
         virtual codec_parameters load_parameters(const std::uint8_t*, int) const = 0;
@@ -153,6 +159,10 @@ private:
         bool affine_forms(const std::uint8_t* p, std::int64_t stride, const int* w, std::int64_t count, float* scales,
                           float* offsets) const noexcept override {
             return q.affine_forms(p, stride, w, count, scales, offsets);
+        }
+        bool affine_forms_at_width(const std::uint8_t* p, std::int64_t stride, int w, std::int64_t count, float* scales,
+                                   float* offsets) const noexcept override {
+            return q.affine_forms_at_width(p, stride, w, count, scales, offsets);
         }
         float decode_element(const std::uint8_t* c, std::int64_t i, int w, const codec_parameters& p) const override {
             return q.decode_element(c, i, w, p);

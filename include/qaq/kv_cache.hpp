@@ -566,29 +566,25 @@ private:
                                std::int64_t sub, std::int64_t t0, std::int64_t t1, attend_scratch& w,
                                block_lists& b) {
         const std::int64_t S = store.groups_per_head, m = t1 - t0;
-        int widths[attend_block];
         for (int s = 0; s < 5; ++s) b.count[s] = 0;
         for (int s = 0; s < 4; ++s) b.whole[s] = false;
-        const int first = stream.width(t0 * S + sub);
-        bool uniform = true;
-        for (std::int64_t i = 0; i < m; ++i) {
-            widths[i] = stream.width((t0 + i) * S + sub);
-            uniform &= widths[i] == first;
-        }
-        const std::uint8_t* parameters = stream.parameters(t0 * S + sub);
-        if (uniform && slot_of[first] != other_slot) {  // the common case: one width for the block
+        const std::int64_t first_group = t0 * S + sub;
+        const int first = stream.width(first_group);
+        const std::uint8_t* parameters = stream.parameters(first_group);
+        // The common case: one plane width for the whole block (no per-group width dispatch).
+        if (slot_of[first] != other_slot && stream.all_at_width(first_group, S, m, first)) {
             const int slot = slot_of[first];
             const std::size_t base = static_cast<std::size_t>(slot * attend_block);
-            if (store.quantizer.affine_forms(parameters, S, widths, m, &w.block_scales[base], &w.block_offsets[base])) {
-                for (std::int64_t i = 0; i < m; ++i) {
-                    w.block_codes[base + static_cast<std::size_t>(i)] = stream.codes(store.pools, (t0 + i) * S + sub);
-                    w.block_tokens[base + static_cast<std::size_t>(i)] = t0 + i;
-                }
+            if (store.quantizer.affine_forms_at_width(parameters, S, first, m, &w.block_scales[base],
+                                                      &w.block_offsets[base])) {
+                stream.codes_at_width(store.pools, first, first_group, S, m, &w.block_codes[base]);
                 b.count[slot] = m;
-                b.whole[slot] = true;
+                b.whole[slot] = true;  // tokens t0, t0 + 1, ...: block_tokens is not read
                 return;
             }
         }
+        int widths[attend_block];
+        for (std::int64_t i = 0; i < m; ++i) widths[i] = stream.width((t0 + i) * S + sub);
         float scales[attend_block], offsets[attend_block];
         const bool affine = store.quantizer.affine_forms(parameters, S, widths, m, scales, offsets);
         for (std::int64_t i = 0; i < m; ++i) {

@@ -201,46 +201,14 @@ public:
     /// Returns false (and sets nothing) when the codec has no affine form.
     bool affine_forms(const std::uint8_t* parameters, std::int64_t group_stride, const int* widths,
                       std::int64_t count, float* scales, float* offsets) const noexcept {
-        if constexpr (backend::detail::has_affine_form<Storage>::value) {
-            constexpr std::int64_t chunk = 64;
-            float raw[max_parameters * chunk];
-            const int per_group = storage_.stored_parameter_count();
-            const std::int64_t value_bytes = bytes_per_value(storage_.precision);
-            const std::int64_t stride = group_stride * parameter_bytes();
-            for (std::int64_t i0 = 0; i0 < count; i0 += chunk) {
-                const std::int64_t m = std::min(chunk, count - i0);
-                const std::uint8_t* in = parameters + i0 * stride;
-                if (group_stride == 1 && storage_.precision == storage_precision::fp16) {
-                    backend::simd::halves_to_floats(in, m * per_group, raw);
-                } else {
-                    for (std::int64_t i = 0; i < m; ++i)
-                        for (int k = 0; k < per_group; ++k) {
-                            const std::uint8_t* at = in + i * stride + k * value_bytes;
-                            if (storage_.precision == storage_precision::fp16) {
-                                std::uint16_t h;
-                                std::memcpy(&h, at, 2);
-                                raw[i * per_group + k] = backend::simd::half_to_float(h);
-                            } else {
-                                std::memcpy(&raw[i * per_group + k], at, 4);
-                            }
-                        }
-                }
-                for (std::int64_t i = 0; i < m; ++i) {
-                    const int width = widths[i0 + i];
-                    if (width == 0) {
-                        scales[i0 + i] = offsets[i0 + i] = 0.0f;
-                        continue;
-                    }
-                    const affine_code a = storage_.affine(storage_.load(raw + i * per_group, width), width);
-                    scales[i0 + i] = a.scale;
-                    offsets[i0 + i] = a.centre - a.bias * a.scale;
-                }
-            }
-            return true;
-        } else {
-            (void)parameters, (void)group_stride, (void)widths, (void)count, (void)scales, (void)offsets;
-            return false;
-        }
+        return affine_forms_of(parameters, group_stride, [widths](std::int64_t i) { return widths[i]; }, count, scales,
+                               offsets);
+    }
+    /// The same for `count` groups that all have width `width` (the common case in attention:
+    /// a block of tokens at one width); the per-group work is then free of width dispatch.
+    bool affine_forms_at_width(const std::uint8_t* parameters, std::int64_t group_stride, int width, std::int64_t count,
+                               float* scales, float* offsets) const noexcept {
+        return affine_forms_of(parameters, group_stride, [width](std::int64_t) { return width; }, count, scales, offsets);
     }
 
     /// Reconstruction of element i of a packed group (outliers not restored).
@@ -401,6 +369,50 @@ public:
     }
 
 private:
+    // affine_forms with group i's width from width_of(i).
+    template <class WidthOf>
+    bool affine_forms_of(const std::uint8_t* parameters, std::int64_t group_stride, WidthOf width_of, std::int64_t count,
+                         float* scales, float* offsets) const noexcept {
+        if constexpr (backend::detail::has_affine_form<Storage>::value) {
+            constexpr std::int64_t chunk = 64;
+            float raw[max_parameters * chunk];
+            const int per_group = storage_.stored_parameter_count();
+            const std::int64_t value_bytes = bytes_per_value(storage_.precision);
+            const std::int64_t stride = group_stride * parameter_bytes();
+            for (std::int64_t i0 = 0; i0 < count; i0 += chunk) {
+                const std::int64_t m = std::min(chunk, count - i0);
+                const std::uint8_t* in = parameters + i0 * stride;
+                if (group_stride == 1 && storage_.precision == storage_precision::fp16) {
+                    backend::simd::halves_to_floats(in, m * per_group, raw);
+                } else if (storage_.precision == storage_precision::fp16) {
+                    // Sub-head groups of one head lie group_stride records apart: gather, then convert in bulk.
+                    std::uint8_t packed[2 * max_parameters * chunk];
+                    const std::int64_t record = per_group * value_bytes;
+                    for (std::int64_t i = 0; i < m; ++i)
+                        std::memcpy(packed + i * record, in + i * stride, static_cast<std::size_t>(record));
+                    backend::simd::halves_to_floats(packed, m * per_group, raw);
+                } else {
+                    for (std::int64_t i = 0; i < m; ++i)
+                        std::memcpy(raw + i * per_group, in + i * stride, static_cast<std::size_t>(per_group * value_bytes));
+                }
+                for (std::int64_t i = 0; i < m; ++i) {
+                    const int width = width_of(i0 + i);
+                    if (width == 0) {
+                        scales[i0 + i] = offsets[i0 + i] = 0.0f;
+                        continue;
+                    }
+                    const affine_code a = storage_.affine(storage_.load(raw + i * per_group, width), width);
+                    scales[i0 + i] = a.scale;
+                    offsets[i0 + i] = a.centre - a.bias * a.scale;
+                }
+            }
+            return true;
+        } else {
+            (void)parameters, (void)group_stride, (void)width_of, (void)count, (void)scales, (void)offsets;
+            return false;
+        }
+    }
+
     // Contiguous groups on the CPU backend go through quantize_batch.
     static constexpr bool batches = std::is_same_v<Backend, backend::cpu>;
     static constexpr int batch_size = 8;

@@ -63,7 +63,9 @@ TEST_CASE("plane positions: compile-time and run-time widths agree and are permu
 
 TEST_CASE("dot_groups and axpy_groups equal unpacked codes times queries, SIMD and scalar", "[kernels]") {
     std::mt19937 rng(7);
-    for (int trial = 0; trial < 60; ++trial) {
+    // Enough trials that every width meets one query head (the eight-group kernel) with group
+    // counts on both sides of eight, and every head step with odd and even word counts.
+    for (int trial = 0; trial < 240; ++trial) {
         const int width = k::plane_widths[trial % 4];
         const std::int64_t n = k::codes_per_word(width) * (1 + static_cast<std::int64_t>(rng() % 5));  // 1..5 words
         const std::int64_t count = 1 + static_cast<std::int64_t>(rng() % 19);

@@ -107,6 +107,21 @@ public:
         const int w = width(g);
         return w > 0 ? pools[w].data(slots_[static_cast<std::size_t>(g)]) : nullptr;
     }
+    /// True when groups first, first + stride, ... (count of them) all have width w.
+    bool all_at_width(std::int64_t first, std::int64_t stride, std::int64_t count, int w) const noexcept {
+        const std::uint8_t* widths = widths_.data() + first;
+        unsigned differ = 0;
+        for (std::int64_t i = 0; i < count; ++i) differ |= widths[i * stride] ^ static_cast<unsigned>(w);
+        return differ == 0;
+    }
+    /// out[i] = codes of group first + i * stride, for `count` groups that all have width w >= 1
+    /// (one pool, so no width dispatch per group).
+    void codes_at_width(const width_pools& pools, int w, std::int64_t first, std::int64_t stride, std::int64_t count,
+                        const std::uint8_t** out) const noexcept {
+        const slot_pool& pool = pools[w];
+        const std::uint32_t* slots = slots_.data() + first;
+        for (std::int64_t i = 0; i < count; ++i) out[i] = pool.data(slots[i * stride]);
+    }
     const float* full_precision(std::int64_t g) const noexcept { return host_.record(g); }
     std::int64_t code_bytes(int width) const noexcept { return packed_code_bytes(group_size_, width); }
 

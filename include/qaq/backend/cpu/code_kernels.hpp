@@ -12,6 +12,7 @@
 // With AVX2 + FMA (e.g. -march=x86-64-v3) the planes are widened to float
 // eight lanes at a time; otherwise a scalar loop computes the same sums.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -243,20 +244,24 @@ inline void axpy_groups_scalar(const std::uint8_t* const* codes, std::int64_t co
 }
 
 #if QAQ_SIMD_AVX2
-// The planes of one 8-byte word of codes, widened to float: v[k] = plane k.
-template <int W, int K = 0>
-QAQ_TARGET_AVX2 inline void widen_planes(__m256i bytes, __m256* v) noexcept {
-    constexpr int planes = 8 / W;
-    if constexpr (K < planes) {
-        __m256i p = K == 0 ? bytes : _mm256_srli_epi32(bytes, K * W);
-        if constexpr (K + 1 < planes) p = _mm256_and_si256(p, _mm256_set1_epi32((1 << W) - 1));
-        v[K] = _mm256_cvtepi32_ps(p);
-        widen_planes<W, K + 1>(bytes, v);
-    }
+// AVX2 has sixteen vector registers. Every kernel below keeps its accumulators in registers and
+// takes a word's planes one at a time (`plane`), so at most one widened word and one plane are
+// live besides them; the head steps (`dot_head_step`, `axpy_head_step`) bound the accumulators.
+// A kernel that needs more spills its accumulators and then waits on a store-to-load round trip
+// per group.
+
+// One 8-byte word of codes, zero-extended to eight 32-bit lanes (plane k sits at bits k*W).
+QAQ_TARGET_AVX2 inline __m256i load_word(const std::uint8_t* word) noexcept {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(word)));
 }
+
+// Plane k of a widened word, as float (k is a constant once the plane loops are unrolled).
 template <int W>
-QAQ_TARGET_AVX2 inline void load_planes(const std::uint8_t* word, __m256* v) noexcept {
-    widen_planes<W>(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(word))), v);
+QAQ_TARGET_AVX2 inline __m256 plane(__m256i bytes, int k) noexcept {
+    constexpr int planes = 8 / W;
+    __m256i p = k == 0 ? bytes : _mm256_srli_epi32(bytes, k * W);
+    if (k + 1 < planes) p = _mm256_and_si256(p, _mm256_set1_epi32((1 << W) - 1));
+    return _mm256_cvtepi32_ps(p);
 }
 
 QAQ_TARGET_AVX2 inline float horizontal_sum(__m256 a) noexcept {
@@ -266,42 +271,78 @@ QAQ_TARGET_AVX2 inline float horizontal_sum(__m256 a) noexcept {
     return _mm_cvtss_f32(s);
 }
 
-// QC query heads (1..4) at once; four accumulators per head (two word parities x two plane parities).
+// Eight sums at once: out[u] = sum of the lanes of a[u] (a transposed reduction, 9 operations
+// instead of eight separate horizontal sums).
+QAQ_TARGET_AVX2 inline __m256 horizontal_sums8(const __m256* a) noexcept {
+    const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);  // [a0..a3 | a0..a3], [a4..a7 | ..]
+    return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+// One query head, eight groups at a time: one accumulator per group (eight independent FMA
+// chains) and one transposed reduction. Returns how many groups it did (a multiple of 8).
+template <int W>
+QAQ_TARGET_AVX2 std::int64_t dot_groups8_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                                              std::int64_t n, float* dots) noexcept {
+    constexpr std::int64_t per_word = codes_per_word(W);
+    const std::int64_t words = n / per_word;
+    std::int64_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+        for (std::int64_t w = 0; w < words; ++w) {
+            const float* q = q_plane + w * per_word;
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; ++u) {
+                const __m256i bytes = load_word(codes[i + u] + 8 * w);
+#pragma GCC unroll 8
+                for (int k = 0; k < 8 / W; ++k)
+                    acc[u] = _mm256_fmadd_ps(plane<W>(bytes, k), _mm256_loadu_ps(q + 8 * k), acc[u]);
+            }
+        }
+        _mm256_storeu_ps(dots + i, horizontal_sums8(acc));
+    }
+    return i;
+}
+
+// QC query heads at once, one group at a time; A accumulators per head (four for one head,
+// two otherwise), taken in turn by plane and word.
 template <int W, int QC>
 QAQ_TARGET_AVX2 void dot_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                                      std::int64_t q_stride, std::int64_t n, float* dots,
                                      std::int64_t dots_stride) noexcept {
-    constexpr int planes = 8 / W;
+    constexpr int A = QC == 1 ? 4 : 2;
     constexpr std::int64_t per_word = codes_per_word(W);
     const std::int64_t words = n / per_word;
     for (std::int64_t i = 0; i < count; ++i) {
         const std::uint8_t* c = codes[i];
-        __m256 acc[QC][4];
-        for (int j = 0; j < QC; ++j)
-            for (int a = 0; a < 4; ++a) acc[j][a] = _mm256_setzero_ps();
-        std::int64_t w = 0;
-        for (; w + 2 <= words; w += 2) {
-            __m256 v[planes], u[planes];
-            load_planes<W>(c + 8 * w, v);
-            load_planes<W>(c + 8 * w + 8, u);
-            for (int k = 0; k < planes; ++k)
-                for (int j = 0; j < QC; ++j) {
-                    const float* q = q_plane + j * q_stride + w * per_word + 8 * k;
-                    acc[j][k & 1] = _mm256_fmadd_ps(v[k], _mm256_loadu_ps(q), acc[j][k & 1]);
-                    acc[j][2 + (k & 1)] = _mm256_fmadd_ps(u[k], _mm256_loadu_ps(q + per_word), acc[j][2 + (k & 1)]);
+        __m256 acc[QC * A];
+#pragma GCC unroll 8
+        for (int e = 0; e < QC * A; ++e) acc[e] = _mm256_setzero_ps();
+        // Words in pairs, so that the accumulator index is a constant after unrolling.
+        for (std::int64_t w = 0; w < words; w += 2)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; ++h) {
+                if (w + h == words) break;
+                const __m256i bytes = load_word(c + 8 * (w + h));
+#pragma GCC unroll 8
+                for (int k = 0; k < 8 / W; ++k) {
+                    const __m256 v = plane<W>(bytes, k);
+                    const float* q = q_plane + (w + h) * per_word + 8 * k;
+                    const int a = (2 * h + k) % A;
+#pragma GCC unroll 4
+                    for (int j = 0; j < QC; ++j)
+                        acc[j * A + a] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride), acc[j * A + a]);
                 }
+            }
+#pragma GCC unroll 4
+        for (int j = 0; j < QC; ++j) {
+            __m256 sum = acc[j * A];
+            for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j * A + a]);
+            dots[i * dots_stride + j] = horizontal_sum(sum);
         }
-        if (w < words) {
-            __m256 v[planes];
-            load_planes<W>(c + 8 * w, v);
-            for (int k = 0; k < planes; ++k)
-                for (int j = 0; j < QC; ++j)
-                    acc[j][k & 1] = _mm256_fmadd_ps(
-                        v[k], _mm256_loadu_ps(q_plane + j * q_stride + w * per_word + 8 * k), acc[j][k & 1]);
-        }
-        for (int j = 0; j < QC; ++j)
-            dots[i * dots_stride + j] = horizontal_sum(
-                _mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3])));
     }
 }
 
@@ -312,24 +353,36 @@ QAQ_TARGET_AVX2 void axpy_strip_avx2(const std::uint8_t* const* codes, std::int6
                                      std::int64_t code_offset) noexcept {
     constexpr int planes = 8 / W;
     constexpr int per_word = static_cast<int>(codes_per_word(W));
-    __m256 acc[QC][NW][planes];
-    for (int j = 0; j < QC; ++j)
-        for (int u = 0; u < NW; ++u)
-            for (int k = 0; k < planes; ++k) acc[j][u][k] = _mm256_loadu_ps(strip + j * acc_stride + u * per_word + 8 * k);
+    // One flat array indexed by (j * NW + u) * planes + k, every loop over it unrolled: otherwise
+    // GCC keeps a copy in memory and stores it on every group.
+    constexpr int accumulators = QC * NW * planes;
+    __m256 acc[accumulators];
+#pragma GCC unroll 16
+    for (int e = 0; e < accumulators; ++e)
+        acc[e] = _mm256_loadu_ps(strip + (e / (NW * planes)) * acc_stride + ((e / planes) % NW) * per_word + 8 * (e % planes));
     for (std::int64_t i = 0; i < count; ++i) {
         const std::uint8_t* c = codes[i] + code_offset;
-        __m256 v[NW][planes];
-        for (int u = 0; u < NW; ++u) load_planes<W>(c + 8 * u, v[u]);
-        for (int j = 0; j < QC; ++j) {
-            const __m256 a = _mm256_broadcast_ss(weights + i * weight_stride + j);
-            for (int u = 0; u < NW; ++u)
-                for (int k = 0; k < planes; ++k) acc[j][u][k] = _mm256_fmadd_ps(a, v[u][k], acc[j][u][k]);
+        const float* a = weights + i * weight_stride;
+#pragma GCC unroll 8
+        for (int u = 0; u < NW; ++u) {
+            const __m256i bytes = load_word(c + 8 * u);
+#pragma GCC unroll 8
+            for (int k = 0; k < planes; ++k) {
+                const __m256 v = plane<W>(bytes, k);
+#pragma GCC unroll 4
+                for (int j = 0; j < QC; ++j) acc[(j * NW + u) * planes + k] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + j), v, acc[(j * NW + u) * planes + k]);
+            }
         }
     }
-    for (int j = 0; j < QC; ++j)
-        for (int u = 0; u < NW; ++u)
-            for (int k = 0; k < planes; ++k) _mm256_storeu_ps(strip + j * acc_stride + u * per_word + 8 * k, acc[j][u][k]);
+#pragma GCC unroll 16
+    for (int e = 0; e < accumulators; ++e)
+        _mm256_storeu_ps(strip + (e / (NW * planes)) * acc_stride + ((e / planes) % NW) * per_word + 8 * (e % planes), acc[e]);
 }
+
+// Heads per call: two accumulators per head in dot_groups_avx2 (at most four heads), and at most
+// eight accumulators (planes x heads) in axpy_strip_avx2.
+constexpr int dot_head_step = 4;
+constexpr int axpy_head_step(int W) noexcept { return W == 1 ? 1 : W == 2 ? 2 : 4; }
 
 template <int W, int QC>
 QAQ_TARGET_AVX2 void axpy_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
@@ -354,10 +407,16 @@ template <int W>
 QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                                            std::int64_t query_count, std::int64_t q_stride, std::int64_t n,
                                            float* dots) noexcept {
-    for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
+    // Decode without GQA: eight groups per reduction (not at one bit: eight planes of eight groups
+    // would need more registers than AVX2 has).
+    if (W > 1 && query_count == 1) {
+        const std::int64_t done = dot_groups8_avx2<W>(codes, count, q_plane, n, dots);
+        codes += done, count -= done, dots += done;
+    }
+    for (std::int64_t j0 = 0; j0 < query_count; j0 += dot_head_step) {
         const float* q = q_plane + j0 * q_stride;
         float* d = dots + j0;
-        switch (query_count - j0) {
+        switch (std::min<std::int64_t>(query_count - j0, dot_head_step)) {
             case 1: dot_groups_avx2<W, 1>(codes, count, q, q_stride, n, d, query_count); break;
             case 2: dot_groups_avx2<W, 2>(codes, count, q, q_stride, n, d, query_count); break;
             case 3: dot_groups_avx2<W, 3>(codes, count, q, q_stride, n, d, query_count); break;
@@ -370,14 +429,15 @@ template <int W>
 QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count,
                                             const float* weights, std::int64_t query_count, float* acc_plane,
                                             std::int64_t acc_stride, std::int64_t n) noexcept {
-    for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
+    constexpr int step = axpy_head_step(W);
+    for (std::int64_t j0 = 0; j0 < query_count; j0 += step) {
         const float* wt = weights + j0;
         float* acc = acc_plane + j0 * acc_stride;
-        switch (query_count - j0) {
+        switch (std::min<std::int64_t>(query_count - j0, step)) {
             case 1: axpy_groups_avx2<W, 1>(codes, count, wt, query_count, acc, acc_stride, n); break;
-            case 2: axpy_groups_avx2<W, 2>(codes, count, wt, query_count, acc, acc_stride, n); break;
-            case 3: axpy_groups_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
-            default: axpy_groups_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            case 2: if constexpr (step >= 2) axpy_groups_avx2<W, 2>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            case 3: if constexpr (step >= 3) axpy_groups_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            default: if constexpr (step >= 4) axpy_groups_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
         }
     }
 }
