@@ -542,19 +542,20 @@ private:
         return s;
     }
     static constexpr std::int64_t attend_block = 64;  // tokens classified per pass
-    static constexpr int other_slot = 4;               // groups without a plane kernel
+    static constexpr int slots = backend::kernels::plane_slot_count;  // one per width with a kernel
+    static constexpr int other_slot = slots;                            // groups without a kernel
     static void size_blocks(attend_scratch& w, std::int64_t query_count) {
-        w.block_codes.resize(static_cast<std::size_t>(5 * attend_block));
-        w.block_tokens.resize(static_cast<std::size_t>(5 * attend_block));
-        w.block_scales.resize(static_cast<std::size_t>(5 * attend_block));
-        w.block_offsets.resize(static_cast<std::size_t>(5 * attend_block));
-        w.block_values.resize(static_cast<std::size_t>(4 * attend_block * query_count));
+        w.block_codes.resize(static_cast<std::size_t>((slots + 1) * attend_block));
+        w.block_tokens.resize(static_cast<std::size_t>((slots + 1) * attend_block));
+        w.block_scales.resize(static_cast<std::size_t>((slots + 1) * attend_block));
+        w.block_offsets.resize(static_cast<std::size_t>((slots + 1) * attend_block));
+        w.block_values.resize(static_cast<std::size_t>(slots * attend_block * query_count));
     }
 
     // One block of groups sorted by plane width slot.
     struct block_lists {
-        std::int64_t count[5];
-        bool whole[4];  // the slot's list is the whole block, in token order (t0, t0 + 1, ...)
+        std::int64_t count[slots + 1];
+        bool whole[slots];  // the slot's list is the whole block, in token order (t0, t0 + 1, ...)
     };
 
     // Sorts the groups t * S + sub, t in [t0, t1), by plane width slot (lists of attend_block
@@ -566,8 +567,8 @@ private:
                                std::int64_t sub, std::int64_t t0, std::int64_t t1, attend_scratch& w,
                                block_lists& b) {
         const std::int64_t S = store.groups_per_head, m = t1 - t0;
-        for (int s = 0; s < 5; ++s) b.count[s] = 0;
-        for (int s = 0; s < 4; ++s) b.whole[s] = false;
+        for (int s = 0; s <= slots; ++s) b.count[s] = 0;
+        for (int s = 0; s < slots; ++s) b.whole[s] = false;
         const std::int64_t first_group = t0 * S + sub;
         const int first = stream.width(first_group);
         const std::uint8_t* parameters = stream.parameters(first_group);
@@ -616,14 +617,14 @@ private:
         const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
         const std::int64_t Q = query_count;
         attend_scratch& w = scratch_space();
-        w.plane_queries.resize(static_cast<std::size_t>(4 * Q * D));
+        w.plane_queries.resize(static_cast<std::size_t>(slots * Q * D));
         w.query_sums.resize(static_cast<std::size_t>(Q * S));
         w.row.resize(static_cast<std::size_t>(n));
         w.codes.resize(static_cast<std::size_t>(n));
         size_blocks(w, Q);
         int slot_of[max_bits + 1];
         plane_slots(n, slot_of);
-        bool planes_ready[4] = {false, false, false, false};
+        bool planes_ready[slots] = {};
         for (std::int64_t j = 0; j < Q; ++j)
             for (std::int64_t g = 0; g < S; ++g)
                 w.query_sums[static_cast<std::size_t>(j * S + g)] =
@@ -645,7 +646,7 @@ private:
                     for (std::int64_t j = 0; j < Q; ++j)
                         scores[j * T + t] += Eigen::Map<const Eigen::VectorXf>(queries + j * D + sub * n, n).dot(row);
                 }
-                for (int slot = 0; slot < 4; ++slot) {
+                for (int slot = 0; slot < slots; ++slot) {
                     const std::int64_t c = b.count[slot];
                     if (c == 0) continue;
                     float* q_plane = &w.plane_queries[static_cast<std::size_t>(slot * Q * D)];
@@ -701,7 +702,7 @@ private:
         const std::int64_t D = shape_.head_dim, n = store.group_size, S = store.groups_per_head;
         const std::int64_t Q = query_count;
         attend_scratch& w = scratch_space();
-        w.plane_accumulators.resize(static_cast<std::size_t>(4 * Q * D));
+        w.plane_accumulators.resize(static_cast<std::size_t>(slots * Q * D));
         w.plain_accumulator.assign(static_cast<std::size_t>(Q * D), 0.0f);
         w.offsets.assign(static_cast<std::size_t>(Q * S), 0.0f);
         w.row.resize(static_cast<std::size_t>(n));
@@ -709,7 +710,7 @@ private:
         size_blocks(w, Q);
         int slot_of[max_bits + 1];
         plane_slots(n, slot_of);
-        bool slot_used[4] = {false, false, false, false};
+        bool slot_used[slots] = {};
         for (std::int64_t sub = 0; sub < S; ++sub)
             for (std::int64_t t0 = 0; t0 < T; t0 += attend_block) {
                 const std::int64_t t1 = std::min(T, t0 + attend_block);
@@ -727,7 +728,7 @@ private:
                         Eigen::Map<Eigen::VectorXf>(&w.plain_accumulator[static_cast<std::size_t>(j * D + sub * n)], n) +=
                             probabilities[j * T + t] * row;
                 }
-                for (int slot = 0; slot < 4; ++slot) {
+                for (int slot = 0; slot < slots; ++slot) {
                     const std::int64_t c = b.count[slot];
                     if (c == 0) continue;
                     const std::size_t base = static_cast<std::size_t>(slot * attend_block);
@@ -785,7 +786,7 @@ private:
                       &w.plain_accumulator[static_cast<std::size_t>(j * D)] + D, out);
             for (std::int64_t g = 0; g < S; ++g) {
                 Eigen::Map<Eigen::ArrayXf>(out + g * n, n) += w.offsets[static_cast<std::size_t>(j * S + g)];
-                for (int slot = 0; slot < 4; ++slot) {
+                for (int slot = 0; slot < slots; ++slot) {
                     if (!slot_used[slot]) continue;
                     const float* acc = &w.plane_accumulators[static_cast<std::size_t>((slot * Q + j) * D + g * n)];
                     k::add_from_plane_order(acc, n, k::plane_widths[slot], out + g * n);

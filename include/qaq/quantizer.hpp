@@ -201,14 +201,13 @@ public:
     /// Returns false (and sets nothing) when the codec has no affine form.
     bool affine_forms(const std::uint8_t* parameters, std::int64_t group_stride, const int* widths,
                       std::int64_t count, float* scales, float* offsets) const noexcept {
-        return affine_forms_of(parameters, group_stride, [widths](std::int64_t i) { return widths[i]; }, count, scales,
-                               offsets);
+        return affine_forms_of(parameters, group_stride, width_list{widths}, count, scales, offsets);
     }
     /// The same for `count` groups that all have width `width` (the common case in attention:
     /// a block of tokens at one width); the per-group work is then free of width dispatch.
     bool affine_forms_at_width(const std::uint8_t* parameters, std::int64_t group_stride, int width, std::int64_t count,
                                float* scales, float* offsets) const noexcept {
-        return affine_forms_of(parameters, group_stride, [width](std::int64_t) { return width; }, count, scales, offsets);
+        return affine_forms_of(parameters, group_stride, one_width{width}, count, scales, offsets);
     }
 
     /// Reconstruction of element i of a packed group (outliers not restored).
@@ -369,7 +368,18 @@ public:
     }
 
 private:
-    // affine_forms with group i's width from width_of(i).
+    struct width_list {
+        static constexpr bool uniform = false;
+        const int* widths;
+        int operator()(std::int64_t i) const noexcept { return widths[i]; }
+    };
+    struct one_width {
+        static constexpr bool uniform = true;
+        int width;
+        int operator()(std::int64_t) const noexcept { return width; }
+    };
+    // affine_forms with group i's width from width_of(i); a codec's optional batch form
+    // (Storage::affine_forms) serves blocks of one width.
     template <class WidthOf>
     bool affine_forms_of(const std::uint8_t* parameters, std::int64_t group_stride, WidthOf width_of, std::int64_t count,
                          float* scales, float* offsets) const noexcept {
@@ -394,6 +404,13 @@ private:
                 } else {
                     for (std::int64_t i = 0; i < m; ++i)
                         std::memcpy(raw + i * per_group, in + i * stride, static_cast<std::size_t>(per_group * value_bytes));
+                }
+                if constexpr (WidthOf::uniform && backend::detail::has_affine_batch<Storage>::value) {
+                    const int width = width_of(i0);
+                    if (width > 0) {
+                        storage_.affine_forms(raw, width, m, scales + i0, offsets + i0);
+                        continue;
+                    }
                 }
                 for (std::int64_t i = 0; i < m; ++i) {
                     const int width = width_of(i0 + i);

@@ -41,6 +41,21 @@ std::vector<bool> simd_settings() {
 
 }  // namespace
 
+TEST_CASE("which widths and group sizes have a kernel", "[kernels]") {
+    for (int width : {1, 2, 4, 8}) {
+        CHECK(k::has_plane_kernel(width, k::codes_per_word(width)));
+        CHECK_FALSE(k::has_plane_kernel(width, k::codes_per_word(width) + 4));  // a partial word
+    }
+    for (int width : {3, 5, 6, 7}) {
+        CHECK(k::has_plane_kernel(width, 64));             // 24..56 bytes
+        CHECK_FALSE(k::has_plane_kernel(width, 60));       // not whole blocks of eight
+        CHECK(k::plane_position(13, width) == 13);         // natural order
+    }
+    CHECK_FALSE(k::has_plane_kernel(3, 40));  // 15 bytes: shorter than one 16-byte window
+    CHECK(k::has_plane_kernel(3, 48));        // 18 bytes
+    for (int width : {0, 9, 12, 16}) CHECK_FALSE(k::has_plane_kernel(width, 64));
+}
+
 TEST_CASE("plane positions: compile-time and run-time widths agree and are permutations", "[kernels]") {
     for (int width : {1, 2, 4, 8}) {
         const std::int64_t n = 3 * k::codes_per_word(width);
@@ -65,9 +80,13 @@ TEST_CASE("dot_groups and axpy_groups equal unpacked codes times queries, SIMD a
     std::mt19937 rng(7);
     // Enough trials that every width meets one query head (the eight-group kernel) with group
     // counts on both sides of eight, and every head step with odd and even word counts.
-    for (int trial = 0; trial < 240; ++trial) {
-        const int width = k::plane_widths[trial % 4];
-        const std::int64_t n = k::codes_per_word(width) * (1 + static_cast<std::int64_t>(rng() % 5));  // 1..5 words
+    // Widths that do not divide a byte run in natural order over n = 8 m codes (at least 16 bytes).
+    for (int trial = 0; trial < 480; ++trial) {
+        const int width = k::plane_widths[trial % k::plane_slot_count];
+        const std::int64_t n = k::divides_byte(width)
+                                   ? k::codes_per_word(width) * (1 + static_cast<std::int64_t>(rng() % 5))  // 1..5 words
+                                   : 8 * ((128 / width + 7) / 8 + static_cast<std::int64_t>(rng() % 12));
+        REQUIRE(k::has_plane_kernel(width, n));
         const std::int64_t count = 1 + static_cast<std::int64_t>(rng() % 19);
         const std::int64_t Q = 1 + static_cast<std::int64_t>(rng() % 6);
         const std::int64_t stride = n + 3;  // heads not adjacent

@@ -9,6 +9,10 @@
 // plane with contiguous vector operations — no per-element shuffles. Weighted
 // sums accumulate in plane order and are permuted back once at the end.
 //
+// Widths that do not divide a byte (3, 5, 6, 7) keep natural order: eight
+// codes at a time come out of the byte-shuffle unpacker of affine_kernels.hpp
+// (plane_position is then the identity), so every width 1..8 has a kernel.
+//
 // With AVX2 + FMA (e.g. -march=x86-64-v3) the planes are widened to float
 // eight lanes at a time; otherwise a scalar loop computes the same sums.
 
@@ -23,30 +27,39 @@
 #define QAQ_CODE_KERNELS_AVX2 0
 #endif
 
+#include "qaq/backend/cpu/affine_kernels.hpp"
 #include "qaq/backend/cpu/simd.hpp"
+#include "qaq/bit_packing.hpp"
 #include "qaq/config.hpp"
 
 QAQ_NAMESPACE_BEGIN
 namespace backend::kernels {
 
-/// True when width W has a plane kernel and n codes fill whole 8-byte words.
+/// True when W divides a byte: its codes split into 8 / W planes per 8-byte word.
+constexpr bool divides_byte(int width) noexcept { return width == 1 || width == 2 || width == 4 || width == 8; }
+
+/// True when width W has a kernel for groups of n codes: widths that divide a byte when the codes
+/// fill whole 8-byte words, the others (3, 5, 6, 7) when n is a multiple of 8 and the codes take
+/// at least 16 bytes (the unpacker reads 16-byte windows inside the group).
 inline bool has_plane_kernel(int width, std::int64_t n) noexcept {
-    // n % (64 / width) == 0 without a division.
-    return (width == 1 || width == 2 || width == 4 || width == 8) && (n * width) % 64 == 0;
+    if (width < 1 || width > 8) return false;
+    if (divides_byte(width)) return (n * width) % 64 == 0;  // n % (64 / width) == 0 without a division
+    return n % 8 == 0 && n * width >= 128;
 }
 
 /// Codes per 8-byte word at width W.
 constexpr std::int64_t codes_per_word(int width) noexcept { return 64 / width; }
 
-/// Position in plane order of code i (width W divides 8).
+/// Position in plane order of code i (identity for widths that do not divide a byte).
 inline std::int64_t plane_position(std::int64_t i, int width) noexcept {
+    if (!divides_byte(width)) return i;
     const std::int64_t per_byte = 8 / width, block = codes_per_word(width);
     const std::int64_t word = i / block, within = i % block;
     const std::int64_t byte = within / per_byte, plane = within % per_byte;
     return word * block + plane * 8 + byte;
 }
 
-/// Position in plane order of code i, for a compile-time width (shifts, no divisions).
+/// Position in plane order of code i, for a compile-time width that divides a byte (shifts, no divisions).
 template <int W>
 constexpr std::int64_t plane_position(std::int64_t i) noexcept {
     constexpr std::int64_t per_byte = 8 / W, block = 64 / W;
@@ -203,7 +216,17 @@ namespace detail {
 template <int W>
 inline void dot_groups_scalar(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                               std::int64_t query_count, std::int64_t q_stride, std::int64_t n, float* dots) noexcept {
-    constexpr int planes = 8 / W;
+    if constexpr (!divides_byte(W)) {  // natural order
+        for (std::int64_t i = 0; i < count; ++i)
+            for (std::int64_t j = 0; j < query_count; ++j) {
+                float acc = 0.0f;
+                for (std::int64_t e = 0; e < n; ++e)
+                    acc += q_plane[j * q_stride + e] * static_cast<float>(read_code(codes[i], e, W));
+                dots[i * query_count + j] = acc;
+            }
+        return;
+    }
+    constexpr int planes = divides_byte(W) ? 8 / W : 1;
     const std::int64_t words = n / codes_per_word(W);
     for (std::int64_t i = 0; i < count; ++i)
         for (std::int64_t j = 0; j < query_count; ++j) {
@@ -225,7 +248,16 @@ template <int W>
 inline void axpy_groups_scalar(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
                                std::int64_t query_count, float* acc_plane, std::int64_t acc_stride,
                                std::int64_t n) noexcept {
-    constexpr int planes = 8 / W;
+    if constexpr (!divides_byte(W)) {  // natural order
+        for (std::int64_t i = 0; i < count; ++i)
+            for (std::int64_t j = 0; j < query_count; ++j) {
+                const float a = weights[i * query_count + j];
+                for (std::int64_t e = 0; e < n; ++e)
+                    acc_plane[j * acc_stride + e] += a * static_cast<float>(read_code(codes[i], e, W));
+            }
+        return;
+    }
+    constexpr int planes = divides_byte(W) ? 8 / W : 1;
     const std::int64_t words = n / codes_per_word(W);
     for (std::int64_t i = 0; i < count; ++i)
         for (std::int64_t j = 0; j < query_count; ++j) {
@@ -379,6 +411,96 @@ QAQ_TARGET_AVX2 void axpy_strip_avx2(const std::uint8_t* const* codes, std::int6
         _mm256_storeu_ps(strip + (e / (NW * planes)) * acc_stride + ((e / planes) % NW) * per_word + 8 * (e % planes), acc[e]);
 }
 
+// Widths that do not divide a byte: blocks of eight codes in natural order from the byte-shuffle
+// unpacker. Block b's 16-byte window starts at its first byte while that stays inside the group
+// (b * W + 16 <= bytes); the last blocks share the window that ends at the group's last byte.
+struct natural_blocks {
+    std::int64_t blocks, direct;  // blocks in a group; the first `direct` read from their own byte
+    std::int64_t bytes;
+    natural_blocks(int W, std::int64_t n) noexcept
+        : blocks(n / 8), direct(0), bytes(n * W / 8) {
+        direct = std::min<std::int64_t>(blocks, (bytes - 16) / W + 1);
+    }
+};
+
+// Codes of block b of a group (natural_blocks describes the group).
+template <int W>
+QAQ_TARGET_AVX2 inline __m256 natural_block(const affine::detail::unpacker<W>& u, const natural_blocks& g,
+                                            const std::uint8_t* c, std::int64_t b) noexcept {
+    if (b < g.direct) return _mm256_cvtepi32_ps(u.codes(c + b * W));
+    return _mm256_cvtepi32_ps(u.codes(c + g.bytes - 16, static_cast<int>(b * W - (g.bytes - 16))));
+}
+
+template <int W, int QC>
+QAQ_TARGET_AVX2 void dot_groups_natural_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q,
+                                             std::int64_t q_stride, std::int64_t n, float* dots,
+                                             std::int64_t dots_stride) noexcept {
+    constexpr int A = QC == 1 ? 4 : 2;
+    const affine::detail::unpacker<W> u;
+    const natural_blocks g(W, n);
+    for (std::int64_t i = 0; i < count; ++i) {
+        __m256 acc[QC * A];
+#pragma GCC unroll 8
+        for (int e = 0; e < QC * A; ++e) acc[e] = _mm256_setzero_ps();
+        std::int64_t b = 0;
+        for (; b + A <= g.blocks; b += A)
+#pragma GCC unroll 4
+            for (int a = 0; a < A; ++a) {
+                const __m256 v = natural_block<W>(u, g, codes[i], b + a);
+#pragma GCC unroll 4
+                for (int j = 0; j < QC; ++j)
+                    acc[j * A + a] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride + 8 * (b + a)), acc[j * A + a]);
+            }
+        for (; b < g.blocks; ++b) {
+            const __m256 v = natural_block<W>(u, g, codes[i], b);
+#pragma GCC unroll 4
+            for (int j = 0; j < QC; ++j) acc[j * A] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride + 8 * b), acc[j * A]);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < QC; ++j) {
+            __m256 sum = acc[j * A];
+            for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j * A + a]);
+            dots[i * dots_stride + j] = horizontal_sum(sum);
+        }
+    }
+}
+
+// NB blocks x QC heads of accumulators stay in registers while every group adds to them.
+template <int W, int QC, int NB>
+QAQ_TARGET_AVX2 void axpy_natural_strip_avx2(const affine::detail::unpacker<W>& u, const natural_blocks& g,
+                                             const std::uint8_t* const* codes, std::int64_t count,
+                                             const float* weights, std::int64_t weight_stride, float* acc_plane,
+                                             std::int64_t acc_stride, std::int64_t first_block) noexcept {
+    __m256 acc[QC * NB];
+#pragma GCC unroll 8
+    for (int e = 0; e < QC * NB; ++e) acc[e] = _mm256_loadu_ps(acc_plane + (e / NB) * acc_stride + 8 * (first_block + e % NB));
+    for (std::int64_t i = 0; i < count; ++i) {
+        const float* a = weights + i * weight_stride;
+#pragma GCC unroll 8
+        for (int k = 0; k < NB; ++k) {
+            const __m256 v = natural_block<W>(u, g, codes[i], first_block + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < QC; ++j) acc[j * NB + k] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + j), v, acc[j * NB + k]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int e = 0; e < QC * NB; ++e) _mm256_storeu_ps(acc_plane + (e / NB) * acc_stride + 8 * (first_block + e % NB), acc[e]);
+}
+
+template <int W, int QC>
+QAQ_TARGET_AVX2 void axpy_groups_natural_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
+                                              std::int64_t weight_stride, float* acc_plane, std::int64_t acc_stride,
+                                              std::int64_t n) noexcept {
+    constexpr int NB = 8 / QC > 0 ? 8 / QC : 1;
+    const affine::detail::unpacker<W> u;
+    const natural_blocks g(W, n);
+    std::int64_t b = 0;
+    for (; b + NB <= g.blocks; b += NB)
+        axpy_natural_strip_avx2<W, QC, NB>(u, g, codes, count, weights, weight_stride, acc_plane, acc_stride, b);
+    for (; b < g.blocks; ++b)
+        axpy_natural_strip_avx2<W, QC, 1>(u, g, codes, count, weights, weight_stride, acc_plane, acc_stride, b);
+}
+
 // Heads per call: two accumulators per head in dot_groups_avx2 (at most four heads), and at most
 // eight accumulators (planes x heads) in axpy_strip_avx2.
 constexpr int dot_head_step = 4;
@@ -407,6 +529,19 @@ template <int W>
 QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                                            std::int64_t query_count, std::int64_t q_stride, std::int64_t n,
                                            float* dots) noexcept {
+    if constexpr (!divides_byte(W)) {
+        for (std::int64_t j0 = 0; j0 < query_count; j0 += dot_head_step) {
+            const float* q = q_plane + j0 * q_stride;
+            float* d = dots + j0;
+            switch (std::min<std::int64_t>(query_count - j0, dot_head_step)) {
+                case 1: dot_groups_natural_avx2<W, 1>(codes, count, q, q_stride, n, d, query_count); break;
+                case 2: dot_groups_natural_avx2<W, 2>(codes, count, q, q_stride, n, d, query_count); break;
+                case 3: dot_groups_natural_avx2<W, 3>(codes, count, q, q_stride, n, d, query_count); break;
+                default: dot_groups_natural_avx2<W, 4>(codes, count, q, q_stride, n, d, query_count); break;
+            }
+        }
+        return;
+    } else {
     // Decode without GQA: eight groups per reduction (not at one bit: eight planes of eight groups
     // would need more registers than AVX2 has).
     if (W > 1 && query_count == 1) {
@@ -423,12 +558,26 @@ QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std
             default: dot_groups_avx2<W, 4>(codes, count, q, q_stride, n, d, query_count); break;
         }
     }
+    }
 }
 
 template <int W>
 QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count,
                                             const float* weights, std::int64_t query_count, float* acc_plane,
                                             std::int64_t acc_stride, std::int64_t n) noexcept {
+    if constexpr (!divides_byte(W)) {
+        for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
+            const float* wt = weights + j0;
+            float* acc = acc_plane + j0 * acc_stride;
+            switch (std::min<std::int64_t>(query_count - j0, 4)) {
+                case 1: axpy_groups_natural_avx2<W, 1>(codes, count, wt, query_count, acc, acc_stride, n); break;
+                case 2: axpy_groups_natural_avx2<W, 2>(codes, count, wt, query_count, acc, acc_stride, n); break;
+                case 3: axpy_groups_natural_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
+                default: axpy_groups_natural_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
+            }
+        }
+        return;
+    } else {
     constexpr int step = axpy_head_step(W);
     for (std::int64_t j0 = 0; j0 < query_count; j0 += step) {
         const float* wt = weights + j0;
@@ -439,6 +588,7 @@ QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, st
             case 3: if constexpr (step >= 3) axpy_groups_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
             default: if constexpr (step >= 4) axpy_groups_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
         }
+    }
     }
 }
 #endif  // QAQ_SIMD_AVX2
@@ -474,12 +624,17 @@ inline void axpy_groups(const std::uint8_t* const* codes, std::int64_t count, co
 }
 
 /// Runtime width (1, 2, 4 or 8) -> dot_groups / axpy_groups.
+/// Runtime width (1..8; has_plane_kernel(width, n) must hold) -> dot_groups / axpy_groups.
 inline void dot_groups(int width, const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                        std::int64_t query_count, std::int64_t q_stride, std::int64_t n, float* dots) noexcept {
     switch (width) {
         case 1: dot_groups<1>(codes, count, q_plane, query_count, q_stride, n, dots); break;
         case 2: dot_groups<2>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 3: dot_groups<3>(codes, count, q_plane, query_count, q_stride, n, dots); break;
         case 4: dot_groups<4>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 5: dot_groups<5>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 6: dot_groups<6>(codes, count, q_plane, query_count, q_stride, n, dots); break;
+        case 7: dot_groups<7>(codes, count, q_plane, query_count, q_stride, n, dots); break;
         default: dot_groups<8>(codes, count, q_plane, query_count, q_stride, n, dots); break;
     }
 }
@@ -488,14 +643,19 @@ inline void axpy_groups(int width, const std::uint8_t* const* codes, std::int64_
     switch (width) {
         case 1: axpy_groups<1>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
         case 2: axpy_groups<2>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 3: axpy_groups<3>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
         case 4: axpy_groups<4>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 5: axpy_groups<5>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 6: axpy_groups<6>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
+        case 7: axpy_groups<7>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
         default: axpy_groups<8>(codes, count, weights, query_count, acc_plane, acc_stride, n); break;
     }
 }
 
-/// Index of a plane width in per-width arrays: 1 -> 0, 2 -> 1, 4 -> 2, 8 -> 3.
-constexpr int plane_slot(int width) noexcept { return width == 1 ? 0 : width == 2 ? 1 : width == 4 ? 2 : 3; }
-inline constexpr int plane_widths[4] = {1, 2, 4, 8};
+/// Per-width arrays of the attention kernels: widths 1..8 in slots 0..7.
+inline constexpr int plane_slot_count = 8;
+constexpr int plane_slot(int width) noexcept { return width - 1; }
+inline constexpr int plane_widths[plane_slot_count] = {1, 2, 3, 4, 5, 6, 7, 8};
 
 }  // namespace backend::kernels
 QAQ_NAMESPACE_END

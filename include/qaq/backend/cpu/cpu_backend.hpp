@@ -28,6 +28,14 @@ struct has_affine_form : std::false_type {};
 template <class Codec>
 struct has_affine_form<Codec, std::void_t<decltype(std::declval<const Codec&>().affine(codec_parameters{}, 1))>>
     : std::true_type {};
+// Optional: Codec::affine_forms(stored, bits, count, scales, offsets), the affine forms of a block
+// of groups of one width at once (see storage::uniform_zero_point).
+template <class Codec, class = void>
+struct has_affine_batch : std::false_type {};
+template <class Codec>
+struct has_affine_batch<Codec, std::void_t<decltype(std::declval<const Codec&>().affine_forms(
+                                   static_cast<const float*>(nullptr), 1, std::int64_t{0}, static_cast<float*>(nullptr),
+                                   static_cast<float*>(nullptr)))>> : std::true_type {};
 }  // namespace detail
 
 /// Index of the lowest set bit of v (v != 0).

@@ -73,6 +73,25 @@ struct uniform_zero_point {
     QAQ_HOST_DEVICE affine_code affine(const codec_parameters& p, int bits) const noexcept {
         return {p.centre, p.scale, 0.0f, steps(bits), 0.0f};
     }
+    /// Optional batch form used by attention: scale and offset = centre - bias * scale of `count`
+    /// groups of width `bits` >= 1 from their stored parameters (stored_parameter_count() floats
+    /// each), equal to affine(load(...)) group by group, in straight loops the compiler vectorizes.
+    void affine_forms(const float* stored, int bits, std::int64_t count, float* scales, float* offsets) const noexcept {
+        // offset = centre - bias * scale with bias 0, written out so that it matches affine()
+        // bit for bit (0 * scale is NaN for an infinite fp32 scale).
+        const float top = steps(bits);
+        if (symmetric) {
+            for (std::int64_t i = 0; i < count; ++i) {
+                scales[i] = 2.0f * stored[i] / top;  // the same operations as load()
+                offsets[i] = -stored[i] - 0.0f * scales[i];
+            }
+        } else {
+            for (std::int64_t i = 0; i < count; ++i) {
+                scales[i] = stored[2 * i + 1];
+                offsets[i] = stored[2 * i] - 0.0f * scales[i];
+            }
+        }
+    }
 
     QAQ_HOST_DEVICE std::uint32_t encode(float x, const codec_parameters& p, int bits) const noexcept {
         if (bits == 0 || !(p.scale > 0.0f)) return 0;
