@@ -183,6 +183,23 @@ TEST_CASE("affine_forms equals load_parameters + affine group by group", "[kerne
                 REQUIRE(scales[static_cast<std::size_t>(g)] == a.scale);
                 REQUIRE(offsets[static_cast<std::size_t>(g)] == a.centre - a.bias * a.scale);
             }
+            // One width for every group (the codec's batch form where it has one), bit for bit.
+            for (int w = 0; w <= 9; ++w) {
+                std::vector<float> s1(static_cast<std::size_t>(groups), -7.0f), o1(s1);
+                REQUIRE(q.affine_forms_at_width(parameters.data(), stride, w, groups, s1.data(), o1.data()));
+                for (std::int64_t g = 0; g < groups; ++g) {
+                    qaq::affine_code a{};
+                    if (w == 0) {
+                        REQUIRE(s1[static_cast<std::size_t>(g)] == 0.0f);
+                        REQUIRE(o1[static_cast<std::size_t>(g)] == 0.0f);
+                        continue;
+                    }
+                    REQUIRE(q.affine(q.load_parameters(parameters.data() + g * stride * q.parameter_bytes(), w), w, a));
+                    const float offset = a.centre - a.bias * a.scale;
+                    REQUIRE(std::memcmp(&s1[static_cast<std::size_t>(g)], &a.scale, 4) == 0);
+                    REQUIRE(std::memcmp(&o1[static_cast<std::size_t>(g)], &offset, 4) == 0);
+                }
+            }
         }
     };
     for (auto precision : {qaq::storage_precision::fp16, qaq::storage_precision::fp32})
