@@ -18,43 +18,12 @@
 #include "llama/model.hpp"
 #include "llama/tokenizer.hpp"
 #include "qaq/io/npy.hpp"
-
-#ifndef QAQ_TEST_DATA_DIR
-#define QAQ_TEST_DATA_DIR "tests/data"
-#endif
+#include "../support/llama_fixtures.hpp"
 
 namespace {
 
 using namespace qaq::llama;
-
-std::string fixture(const std::string& name) { return std::string(QAQ_TEST_DATA_DIR) + "/llama/" + name; }
-
-std::vector<float> load_floats(const std::string& name, std::vector<std::int64_t>* shape = nullptr) {
-    qaq::io::npy_array a = qaq::io::read_npy(fixture(name));
-    if (shape) *shape = a.shape;
-    return a.to_float32();
-}
-
-std::vector<std::int32_t> load_tokens(const std::string& model) {
-    qaq::io::npy_array a = qaq::io::read_npy(fixture(model + ".tokens.npy"));
-    std::vector<std::int32_t> t;
-    for (std::int64_t i = 0; i < a.element_count(); ++i) t.push_back(static_cast<std::int32_t>(a.value_as_double(i)));
-    return t;
-}
-
-// max |a - b| / max(1, max |b|)
-double relative_error(const float* a, const float* b, std::size_t n) {
-    double diff = 0.0, scale = 1.0;
-    for (std::size_t i = 0; i < n; ++i) {
-        diff = std::max(diff, std::abs(double(a[i]) - double(b[i])));
-        scale = std::max(scale, std::abs(double(b[i])));
-    }
-    return diff / scale;
-}
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-    REQUIRE(a.size() == b.size());
-    return relative_error(a.data(), b.data(), a.size());
-}
+using namespace qaq_llama_test;
 
 struct simd_guard {
     simd_level saved = active_simd_level();
