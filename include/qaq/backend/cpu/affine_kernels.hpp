@@ -257,6 +257,12 @@ struct encoder {
         const __m256i w23 = _mm256_add_epi16(_mm256_packs_epi32(s2, s3), bias16);
         return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     }
+    // Points the encoder at another group of the same code range (centre and 1 / scale).
+    QAQ_TARGET_AVX2 void retarget(float group_centre, float inverse_scale) noexcept {
+        centre = _mm256_set1_ps(group_centre);
+        reciprocal = _mm256_set1_ps(inverse_scale);
+        distance = _mm256_setzero_ps();
+    }
     QAQ_TARGET_AVX2 bool tie_seen() const noexcept {
         return _mm256_movemask_ps(_mm256_cmp_ps(distance, _mm256_set1_ps(half_minus_tol), _CMP_GE_OQ)) != 0;
     }
@@ -339,6 +345,36 @@ QAQ_TARGET_AVX2 void encode_groups_avx2(const float* const* x, std::int64_t n, i
                                         float bias, unsigned in_range, std::uint32_t* scratch,
                                         std::uint8_t* out) noexcept {
     const std::int64_t bytes = packed_code_bytes(n, W);
+    if constexpr (W <= 8) {
+        // Whole blocks of 32 codes (64- and 128-value groups): two encoders set up once for all
+        // the groups (clamping or not), only centre and 1 / scale changed per group, and no
+        // scratch or generic packer; the codes are encode_avx2's.
+        if (n % 32 == 0 && lowest >= -32768.0f && highest <= 32767.0f && bias >= -32768.0f && bias <= 32767.0f) {
+            const affine_code first{centre[0], scale[0], lowest, highest, bias};
+            encoder<false> plain(first, inverse[0]);
+            encoder<true> clamped(first, inverse[0]);
+            const __m256i bias16 = _mm256_set1_epi16(static_cast<std::int16_t>(bias));
+            for (int j = 0; j < count; ++j) {
+                std::uint8_t* to = out + j * bytes;
+                bool tie;
+                if (in_range >> j & 1u) {
+                    plain.retarget(centre[j], inverse[j]);
+                    for (std::int64_t i = 0; i < n; i += 32) pack32<W>(plain.code_bytes_at<false>(x[j] + i, nullptr, bias16), to + i / 8 * W);
+                    tie = plain.tie_seen();
+                } else {
+                    clamped.retarget(centre[j], inverse[j]);
+                    for (std::int64_t i = 0; i < n; i += 32) pack32<W>(clamped.code_bytes_at<false>(x[j] + i, nullptr, bias16), to + i / 8 * W);
+                    tie = clamped.tie_seen();
+                }
+                if (tie) {  // a value near a rounding tie: the exact division
+                    const affine_code a{centre[j], scale[j], lowest, highest, bias};
+                    affine_codes_scalar(x[j], nullptr, n, a, scratch);
+                    pack_codes(scratch, n, W, to);
+                }
+            }
+            return;
+        }
+    }
     for (int j = 0; j < count; ++j) {
         const affine_code a{centre[j], scale[j], lowest, highest, bias};
         std::uint8_t* to = out + j * bytes;
