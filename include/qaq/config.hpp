@@ -27,6 +27,16 @@
 #define QAQ_NOINLINE
 #endif
 
+// For small SIMD helpers called in a kernel's inner loop, which GCC's inlining budget can
+// leave as calls (passing vectors through memory) once the enclosing function is large.
+#if defined(__GNUC__) || defined(__clang__)
+#define QAQ_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define QAQ_ALWAYS_INLINE __forceinline
+#else
+#define QAQ_ALWAYS_INLINE inline
+#endif
+
 // The inline namespace versions the ABI: two qaq versions linked into one
 // program cannot silently mix their types.
 #define QAQ_NAMESPACE_BEGIN \

@@ -223,7 +223,7 @@ struct encoder {
     }
 
     // rint(t) as int32, without the bias.
-    QAQ_TARGET_AVX2 __m256i steps(__m256 v) noexcept {
+    QAQ_TARGET_AVX2 QAQ_ALWAYS_INLINE __m256i steps(__m256 v) noexcept {
         __m256 t = _mm256_mul_ps(_mm256_sub_ps(v, centre), reciprocal);
         if constexpr (Clamp) t = _mm256_min_ps(_mm256_max_ps(t, lowest), highest);
         const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -232,7 +232,7 @@ struct encoder {
         return _mm256_cvtps_epi32(q);
     }
     template <bool Outliers>
-    QAQ_TARGET_AVX2 __m256i steps_at(const float* x, const std::uint8_t* is_outlier) noexcept {
+    QAQ_TARGET_AVX2 QAQ_ALWAYS_INLINE __m256i steps_at(const float* x, const std::uint8_t* is_outlier) noexcept {
         __m256 v = _mm256_loadu_ps(x);
         if constexpr (Outliers) {
             const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(is_outlier)));
@@ -248,7 +248,7 @@ struct encoder {
     // 32 codes as bytes in natural order (widths up to 8): the bias is added once per 16 steps
     // after the first narrowing (|step| < 2^8 fits int16) instead of once per 8.
     template <bool Outliers>
-    QAQ_TARGET_AVX2 __m256i code_bytes_at(const float* x, const std::uint8_t* is_outlier, __m256i bias16) noexcept {
+    QAQ_TARGET_AVX2 QAQ_ALWAYS_INLINE __m256i code_bytes_at(const float* x, const std::uint8_t* is_outlier, __m256i bias16) noexcept {
         const __m256i s0 = steps_at<Outliers>(x, is_outlier);
         const __m256i s1 = steps_at<Outliers>(x + 8, Outliers ? is_outlier + 8 : nullptr);
         const __m256i s2 = steps_at<Outliers>(x + 16, Outliers ? is_outlier + 16 : nullptr);
