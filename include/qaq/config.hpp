@@ -37,6 +37,15 @@
 #define QAQ_ALWAYS_INLINE inline
 #endif
 
+// Full unrolling of a short loop over an array of vector registers, so that the array stays
+// in registers (GCC keeps a rolled loop's array in memory). Other compilers ignore it.
+#if defined(__GNUC__) || defined(__clang__)
+#define QAQ_PRAGMA(text) _Pragma(#text)
+#define QAQ_UNROLL(n) QAQ_PRAGMA(GCC unroll n)
+#else
+#define QAQ_UNROLL(n)
+#endif
+
 // The inline namespace versions the ABI: two qaq versions linked into one
 // program cannot silently mix their types.
 #define QAQ_NAMESPACE_BEGIN \

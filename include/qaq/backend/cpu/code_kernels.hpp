@@ -322,14 +322,14 @@ QAQ_TARGET_AVX2 std::int64_t dot_groups8_avx2(const std::uint8_t* const* codes, 
     std::int64_t i = 0;
     for (; i + 8 <= count; i += 8) {
         __m256 acc[8];
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
         for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
         for (std::int64_t w = 0; w < words; ++w) {
             const float* q = q_plane + w * per_word;
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
             for (int u = 0; u < 8; ++u) {
                 const __m256i bytes = load_word(codes[i + u] + 8 * w);
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
                 for (int k = 0; k < 8 / W; ++k)
                     acc[u] = _mm256_fmadd_ps(plane<W>(bytes, k), _mm256_loadu_ps(q + 8 * k), acc[u]);
             }
@@ -351,25 +351,25 @@ QAQ_TARGET_AVX2 void dot_groups_avx2(const std::uint8_t* const* codes, std::int6
     for (std::int64_t i = 0; i < count; ++i) {
         const std::uint8_t* c = codes[i];
         __m256 acc[QC * A];
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
         for (int e = 0; e < QC * A; ++e) acc[e] = _mm256_setzero_ps();
         // Words in pairs, so that the accumulator index is a constant after unrolling.
         for (std::int64_t w = 0; w < words; w += 2)
-#pragma GCC unroll 2
+QAQ_UNROLL(2)
             for (int h = 0; h < 2; ++h) {
                 if (w + h == words) break;
                 const __m256i bytes = load_word(c + 8 * (w + h));
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
                 for (int k = 0; k < 8 / W; ++k) {
                     const __m256 v = plane<W>(bytes, k);
                     const float* q = q_plane + (w + h) * per_word + 8 * k;
                     const int a = (2 * h + k) % A;
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
                     for (int j = 0; j < QC; ++j)
                         acc[j * A + a] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride), acc[j * A + a]);
                 }
             }
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
         for (int j = 0; j < QC; ++j) {
             __m256 sum = acc[j * A];
             for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j * A + a]);
@@ -389,24 +389,24 @@ QAQ_TARGET_AVX2 void axpy_strip_avx2(const std::uint8_t* const* codes, std::int6
     // GCC keeps a copy in memory and stores it on every group.
     constexpr int accumulators = QC * NW * planes;
     __m256 acc[accumulators];
-#pragma GCC unroll 16
+QAQ_UNROLL(16)
     for (int e = 0; e < accumulators; ++e)
         acc[e] = _mm256_loadu_ps(strip + (e / (NW * planes)) * acc_stride + ((e / planes) % NW) * per_word + 8 * (e % planes));
     for (std::int64_t i = 0; i < count; ++i) {
         const std::uint8_t* c = codes[i] + code_offset;
         const float* a = weights + i * weight_stride;
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
         for (int u = 0; u < NW; ++u) {
             const __m256i bytes = load_word(c + 8 * u);
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
             for (int k = 0; k < planes; ++k) {
                 const __m256 v = plane<W>(bytes, k);
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
                 for (int j = 0; j < QC; ++j) acc[(j * NW + u) * planes + k] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + j), v, acc[(j * NW + u) * planes + k]);
             }
         }
     }
-#pragma GCC unroll 16
+QAQ_UNROLL(16)
     for (int e = 0; e < accumulators; ++e)
         _mm256_storeu_ps(strip + (e / (NW * planes)) * acc_stride + ((e / planes) % NW) * per_word + 8 * (e % planes), acc[e]);
 }
@@ -440,23 +440,23 @@ QAQ_TARGET_AVX2 void dot_groups_natural_avx2(const std::uint8_t* const* codes, s
     const natural_blocks g(W, n);
     for (std::int64_t i = 0; i < count; ++i) {
         __m256 acc[QC * A];
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
         for (int e = 0; e < QC * A; ++e) acc[e] = _mm256_setzero_ps();
         std::int64_t b = 0;
         for (; b + A <= g.blocks; b += A)
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
             for (int a = 0; a < A; ++a) {
                 const __m256 v = natural_block<W>(u, g, codes[i], b + a);
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
                 for (int j = 0; j < QC; ++j)
                     acc[j * A + a] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride + 8 * (b + a)), acc[j * A + a]);
             }
         for (; b < g.blocks; ++b) {
             const __m256 v = natural_block<W>(u, g, codes[i], b);
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
             for (int j = 0; j < QC; ++j) acc[j * A] = _mm256_fmadd_ps(v, _mm256_loadu_ps(q + j * q_stride + 8 * b), acc[j * A]);
         }
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
         for (int j = 0; j < QC; ++j) {
             __m256 sum = acc[j * A];
             for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[j * A + a]);
@@ -472,18 +472,18 @@ QAQ_TARGET_AVX2 void axpy_natural_strip_avx2(const affine::detail::unpacker<W>& 
                                              const float* weights, std::int64_t weight_stride, float* acc_plane,
                                              std::int64_t acc_stride, std::int64_t first_block) noexcept {
     __m256 acc[QC * NB];
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
     for (int e = 0; e < QC * NB; ++e) acc[e] = _mm256_loadu_ps(acc_plane + (e / NB) * acc_stride + 8 * (first_block + e % NB));
     for (std::int64_t i = 0; i < count; ++i) {
         const float* a = weights + i * weight_stride;
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
         for (int k = 0; k < NB; ++k) {
             const __m256 v = natural_block<W>(u, g, codes[i], first_block + k);
-#pragma GCC unroll 4
+QAQ_UNROLL(4)
             for (int j = 0; j < QC; ++j) acc[j * NB + k] = _mm256_fmadd_ps(_mm256_broadcast_ss(a + j), v, acc[j * NB + k]);
         }
     }
-#pragma GCC unroll 8
+QAQ_UNROLL(8)
     for (int e = 0; e < QC * NB; ++e) _mm256_storeu_ps(acc_plane + (e / NB) * acc_stride + 8 * (first_block + e % NB), acc[e]);
 }
 
