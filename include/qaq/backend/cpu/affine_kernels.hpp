@@ -443,23 +443,39 @@ QAQ_TARGET_AVX2 inline __m256 multiply_add(__m256 f, __m256 scale, __m256 centre
     return _mm256_add_ps(product, centre);
 }
 
+// How many of a group's blocks of eight codes (of `bytes` bytes of codes) can be read as 16 bytes
+// from their own first byte without leaving the group: block b starts at byte b * W.
+inline std::int64_t direct_block_count(int W, std::int64_t blocks, std::int64_t bytes) noexcept {
+    return bytes >= 16 ? std::min<std::int64_t>(blocks, (bytes - 16) / W + 1) : 0;
+}
+
+// Blocks 0 .. blocks - 1 of a group, each read as 16 bytes from its own first byte (the caller
+// makes sure those bytes are readable).
+template <int W>
+QAQ_TARGET_AVX2 void decode_direct_blocks(const unpacker<W>& u, const std::uint8_t* in, std::int64_t blocks,
+                                          const affine_code& a, float* out) noexcept {
+    const __m256 scale = _mm256_set1_ps(a.scale), centre = _mm256_set1_ps(a.centre);
+    if (a.bias == 0.0f) {
+        for (std::int64_t b = 0; b < blocks; ++b)
+            _mm256_storeu_ps(out + 8 * b, multiply_add(_mm256_cvtepi32_ps(u.codes(in + b * W)), scale, centre));
+    } else {  // (code - bias) is an exact integer either way
+        const __m256i bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
+        for (std::int64_t b = 0; b < blocks; ++b) {
+            const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(in + b * W), bias));
+            _mm256_storeu_ps(out + 8 * b, multiply_add(f, scale, centre));
+        }
+    }
+}
+
 template <int W>
 QAQ_TARGET_AVX2 void decode_avx2(const unpacker<W>& u, const std::uint8_t* in, std::int64_t n, const affine_code& a,
                                  float* out) noexcept {
     const __m256i bias = _mm256_set1_epi32(static_cast<std::int32_t>(a.bias));
     const __m256 scale = _mm256_set1_ps(a.scale), centre = _mm256_set1_ps(a.centre);
     const std::int64_t blocks = n / 8, total = packed_code_bytes(n, W);
-    std::int64_t b = 0;
     // A block reads 16 bytes from its first one: only while they lie inside the group's codes.
-    if (a.bias == 0.0f) {
-        for (; b < blocks && b * W + 16 <= total; ++b)
-            _mm256_storeu_ps(out + 8 * b, multiply_add(_mm256_cvtepi32_ps(u.codes(in + b * W)), scale, centre));
-    } else {  // (code - bias) is an exact integer either way
-        for (; b < blocks && b * W + 16 <= total; ++b) {
-            const __m256 f = _mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(in + b * W), bias));
-            _mm256_storeu_ps(out + 8 * b, multiply_add(f, scale, centre));
-        }
-    }
+    std::int64_t b = direct_block_count(W, blocks, total);
+    decode_direct_blocks<W>(u, in, b, a, out);
     if (b < blocks) {
         if (total >= 16) {  // the last blocks: the window that ends at the last byte
             const std::uint8_t* window = in + total - 16;
@@ -508,18 +524,7 @@ QAQ_TARGET_AVX2 void decode_groups_avx2(const std::uint8_t* in, std::int64_t n, 
     const int direct_groups = n % 8 == 0 ? static_cast<int>(std::max<std::int64_t>(0, count - spill)) : 0;
     int k = 0;
     for (; k < direct_groups; ++k) {
-        const std::uint8_t* c = in + k * bytes;
-        const __m256 scale = _mm256_set1_ps(a[k].scale), centre = _mm256_set1_ps(a[k].centre);
-        float* o = out[k];
-        if (a[k].bias == 0.0f) {
-            for (std::int64_t b = 0; b < blocks; ++b)
-                _mm256_storeu_ps(o + 8 * b, multiply_add(_mm256_cvtepi32_ps(u.codes(c + b * W)), scale, centre));
-        } else {  // (code - bias) is an exact integer either way
-            const __m256i bias = _mm256_set1_epi32(static_cast<std::int32_t>(a[k].bias));
-            for (std::int64_t b = 0; b < blocks; ++b)
-                _mm256_storeu_ps(o + 8 * b, multiply_add(_mm256_cvtepi32_ps(_mm256_sub_epi32(u.codes(c + b * W), bias)),
-                                                         scale, centre));
-        }
+        decode_direct_blocks<W>(u, in + k * bytes, blocks, a[k], out[k]);
         after(k);
     }
     for (; k < count; ++k) {

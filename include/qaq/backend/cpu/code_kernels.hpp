@@ -342,9 +342,9 @@ QAQ_UNROLL(8)
 // QC query heads at once, one group at a time; A accumulators per head (four for one head,
 // two otherwise), taken in turn by plane and word.
 template <int W, int QC>
-QAQ_TARGET_AVX2 void dot_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
-                                     std::int64_t q_stride, std::int64_t n, float* dots,
-                                     std::int64_t dots_stride) noexcept {
+QAQ_TARGET_AVX2 void dot_groups_plane_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
+                                           std::int64_t q_stride, std::int64_t n, float* dots,
+                                           std::int64_t dots_stride) noexcept {
     constexpr int A = QC == 1 ? 4 : 2;
     constexpr std::int64_t per_word = codes_per_word(W);
     const std::int64_t words = n / per_word;
@@ -418,9 +418,7 @@ struct natural_blocks {
     std::int64_t blocks, direct;  // blocks in a group; the first `direct` read from their own byte
     std::int64_t bytes;
     natural_blocks(int W, std::int64_t n) noexcept
-        : blocks(n / 8), direct(0), bytes(n * W / 8) {
-        direct = std::min<std::int64_t>(blocks, (bytes - 16) / W + 1);
-    }
+        : blocks(n / 8), direct(affine::detail::direct_block_count(W, n / 8, n * W / 8)), bytes(n * W / 8) {}
 };
 
 // Codes of block b of a group (natural_blocks describes the group).
@@ -501,8 +499,8 @@ QAQ_TARGET_AVX2 void axpy_groups_natural_avx2(const std::uint8_t* const* codes, 
         axpy_natural_strip_avx2<W, QC, 1>(u, g, codes, count, weights, weight_stride, acc_plane, acc_stride, b);
 }
 
-// Heads per call: two accumulators per head in dot_groups_avx2 (at most four heads), and at most
-// eight accumulators (planes x heads) in axpy_strip_avx2.
+// Heads per call: at most four (two or four accumulators per head in the dot kernels); for the
+// plane axpy at most eight accumulators (planes x heads), i.e. one head at 1 bit, two at 2 bits.
 constexpr int dot_head_step = 4;
 constexpr int axpy_head_step(int W) noexcept { return W == 1 ? 1 : W == 2 ? 2 : 4; }
 
@@ -510,43 +508,46 @@ template <int W, int QC>
 QAQ_TARGET_AVX2 void axpy_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* weights,
                                       std::int64_t weight_stride, float* acc_plane, std::int64_t acc_stride,
                                       std::int64_t n) noexcept {
-    constexpr int planes = 8 / W;
-    // About eight accumulators per strip: enough independent chains to hide the FMA latency.
-    constexpr int NW = (8 / (planes * QC)) > 0 ? (8 / (planes * QC)) : 1;
-    const std::int64_t words = n / codes_per_word(W);
-    std::int64_t w = 0;
-    for (; w + NW <= words; w += NW)
-        axpy_strip_avx2<W, QC, NW>(codes, count, weights, weight_stride, acc_plane + w * codes_per_word(W), acc_stride, 8 * w);
-    if constexpr (NW > 1) {
-        float* strip = acc_plane + w * codes_per_word(W);
-        std::int64_t offset = 8 * w;
-        for (std::int64_t left = words - w; left > 0; --left, strip += codes_per_word(W), offset += 8)
-            axpy_strip_avx2<W, QC, 1>(codes, count, weights, weight_stride, strip, acc_stride, offset);
+    if constexpr (!divides_byte(W)) {
+        axpy_groups_natural_avx2<W, QC>(codes, count, weights, weight_stride, acc_plane, acc_stride, n);
+    } else {
+        constexpr int planes = 8 / W;
+        // About eight accumulators per strip: enough independent chains to hide the FMA latency.
+        constexpr int NW = (8 / (planes * QC)) > 0 ? (8 / (planes * QC)) : 1;
+        const std::int64_t words = n / codes_per_word(W);
+        std::int64_t w = 0;
+        for (; w + NW <= words; w += NW)
+            axpy_strip_avx2<W, QC, NW>(codes, count, weights, weight_stride, acc_plane + w * codes_per_word(W),
+                                       acc_stride, 8 * w);
+        if constexpr (NW > 1) {
+            float* strip = acc_plane + w * codes_per_word(W);
+            std::int64_t offset = 8 * w;
+            for (std::int64_t left = words - w; left > 0; --left, strip += codes_per_word(W), offset += 8)
+                axpy_strip_avx2<W, QC, 1>(codes, count, weights, weight_stride, strip, acc_stride, offset);
+        }
     }
+}
+
+// The per-group dot kernel of width W for QC heads: plane order or natural order.
+template <int W, int QC>
+QAQ_TARGET_AVX2 void dot_groups_avx2(const std::uint8_t* const* codes, std::int64_t count, const float* q,
+                                     std::int64_t q_stride, std::int64_t n, float* dots,
+                                     std::int64_t dots_stride) noexcept {
+    if constexpr (divides_byte(W)) dot_groups_plane_avx2<W, QC>(codes, count, q, q_stride, n, dots, dots_stride);
+    else dot_groups_natural_avx2<W, QC>(codes, count, q, q_stride, n, dots, dots_stride);
 }
 
 template <int W>
 QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count, const float* q_plane,
                                            std::int64_t query_count, std::int64_t q_stride, std::int64_t n,
                                            float* dots) noexcept {
-    if constexpr (!divides_byte(W)) {
-        for (std::int64_t j0 = 0; j0 < query_count; j0 += dot_head_step) {
-            const float* q = q_plane + j0 * q_stride;
-            float* d = dots + j0;
-            switch (std::min<std::int64_t>(query_count - j0, dot_head_step)) {
-                case 1: dot_groups_natural_avx2<W, 1>(codes, count, q, q_stride, n, d, query_count); break;
-                case 2: dot_groups_natural_avx2<W, 2>(codes, count, q, q_stride, n, d, query_count); break;
-                case 3: dot_groups_natural_avx2<W, 3>(codes, count, q, q_stride, n, d, query_count); break;
-                default: dot_groups_natural_avx2<W, 4>(codes, count, q, q_stride, n, d, query_count); break;
-            }
+    // Decode without GQA: eight groups per reduction (plane widths above one bit: eight planes
+    // of eight groups would need more registers than AVX2 has).
+    if constexpr (divides_byte(W) && W > 1) {
+        if (query_count == 1) {
+            const std::int64_t done = dot_groups8_avx2<W>(codes, count, q_plane, n, dots);
+            codes += done, count -= done, dots += done;
         }
-        return;
-    } else {
-    // Decode without GQA: eight groups per reduction (not at one bit: eight planes of eight groups
-    // would need more registers than AVX2 has).
-    if (W > 1 && query_count == 1) {
-        const std::int64_t done = dot_groups8_avx2<W>(codes, count, q_plane, n, dots);
-        codes += done, count -= done, dots += done;
     }
     for (std::int64_t j0 = 0; j0 < query_count; j0 += dot_head_step) {
         const float* q = q_plane + j0 * q_stride;
@@ -558,27 +559,13 @@ QAQ_TARGET_AVX2 void dot_groups_avx2_heads(const std::uint8_t* const* codes, std
             default: dot_groups_avx2<W, 4>(codes, count, q, q_stride, n, d, query_count); break;
         }
     }
-    }
 }
 
 template <int W>
 QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, std::int64_t count,
                                             const float* weights, std::int64_t query_count, float* acc_plane,
                                             std::int64_t acc_stride, std::int64_t n) noexcept {
-    if constexpr (!divides_byte(W)) {
-        for (std::int64_t j0 = 0; j0 < query_count; j0 += 4) {
-            const float* wt = weights + j0;
-            float* acc = acc_plane + j0 * acc_stride;
-            switch (std::min<std::int64_t>(query_count - j0, 4)) {
-                case 1: axpy_groups_natural_avx2<W, 1>(codes, count, wt, query_count, acc, acc_stride, n); break;
-                case 2: axpy_groups_natural_avx2<W, 2>(codes, count, wt, query_count, acc, acc_stride, n); break;
-                case 3: axpy_groups_natural_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
-                default: axpy_groups_natural_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
-            }
-        }
-        return;
-    } else {
-    constexpr int step = axpy_head_step(W);
+    constexpr int step = divides_byte(W) ? axpy_head_step(W) : 4;
     for (std::int64_t j0 = 0; j0 < query_count; j0 += step) {
         const float* wt = weights + j0;
         float* acc = acc_plane + j0 * acc_stride;
@@ -588,7 +575,6 @@ QAQ_TARGET_AVX2 void axpy_groups_avx2_heads(const std::uint8_t* const* codes, st
             case 3: if constexpr (step >= 3) axpy_groups_avx2<W, 3>(codes, count, wt, query_count, acc, acc_stride, n); break;
             default: if constexpr (step >= 4) axpy_groups_avx2<W, 4>(codes, count, wt, query_count, acc, acc_stride, n); break;
         }
-    }
     }
 }
 #endif  // QAQ_SIMD_AVX2
