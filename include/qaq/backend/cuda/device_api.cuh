@@ -195,6 +195,7 @@ status quantize_groups_impl(void* workspace, std::size_t& workspace_bytes, const
     analysis.outlier_counts = reinterpret_cast<std::uint64_t*>(base + counts_bytes);
     analysis.thresholds = reinterpret_cast<float2*>(base + 2 * counts_bytes);
     analysis.diagnostics = out.diagnostics;
+    analysis.ranges = out.ranges;
     void* scan_workspace = base + 2 * counts_bytes + thresholds_bytes;
 
     if (groups == 0) {
@@ -381,6 +382,20 @@ status attend_dense(void* workspace, std::size_t& workspace_bytes, const T* keys
 // Host wrapper
 // ---------------------------------------------------------------------------
 
+/// Throws qaq::error for what the CPU path raises and quantize_groups counted
+/// instead (outliers_dropped is not checked: a capacity the caller sized).
+inline void check_quantize_diagnostics(const quantize_diagnostics& found) {
+    QAQ_CHECK(found.range_overflow == 0, found.range_overflow,
+              " group(s) have a range that overflows float32; values must be below 1.7e38 in magnitude");
+    QAQ_CHECK(found.invalid_width == 0, "the bits policy returned a width outside 0..", max_bits, " for ",
+              found.invalid_width, " group(s)");
+    QAQ_CHECK(found.parameter_overflow == 0, found.parameter_overflow,
+              " group(s) have a parameter that does not fit the fp16 parameter storage (|x| <= 65504); "
+              "use storage_precision::fp32");
+    QAQ_CHECK(found.outlier_value_overflow == 0, found.outlier_value_overflow,
+              " outlier value(s) do not fit fp16 storage; use storage_precision::fp32");
+}
+
 /// Device memory owned by the host (cudaMalloc / cudaFree); move-only.
 class device_buffer {
 public:
@@ -551,15 +566,7 @@ public:
                                    "quantize_groups");
             QAQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
             const quantize_diagnostics found = diagnostics.to_host<quantize_diagnostics>(1)[0];
-            QAQ_CHECK(found.range_overflow == 0, found.range_overflow,
-                      " group(s) have a range that overflows float32; values must be below 1.7e38 in magnitude");
-            QAQ_CHECK(found.invalid_width == 0, "the bits policy returned a width outside 0..", max_bits, " for ",
-                      found.invalid_width, " group(s)");
-            QAQ_CHECK(found.parameter_overflow == 0, found.parameter_overflow,
-                      " group(s) have a parameter that does not fit the fp16 parameter storage (|x| <= 65504); "
-                      "use storage_precision::fp32");
-            QAQ_CHECK(found.outlier_value_overflow == 0, found.outlier_value_overflow,
-                      " outlier value(s) do not fit fp16 storage; use storage_precision::fp32");
+            check_quantize_diagnostics(found);
             const std::uint64_t code_total = packed.code_offsets.to_host<std::uint64_t>(static_cast<std::size_t>(groups + 1)).back();
             const std::uint64_t outlier_total =
                 packed.outlier_offsets.to_host<std::uint64_t>(static_cast<std::size_t>(groups + 1)).back();

@@ -76,6 +76,9 @@ struct packed_groups_out {
     std::int64_t outlier_capacity = 0;
     /// Optional (may be null): a device quantize_diagnostics the kernels add to.
     quantize_diagnostics* diagnostics = nullptr;
+    /// Optional (may be null): [groups] floats, each group's range as the bits
+    /// policy read it (what the decode-time cache keeps for rebalancing).
+    float* ranges = nullptr;
 };
 
 /// Read-only view of a set of packed groups (dequantize_groups, attend).

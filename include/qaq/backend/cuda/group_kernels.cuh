@@ -49,6 +49,7 @@ struct analyze_outputs {
     std::uint64_t* outlier_counts = nullptr;  ///< [groups + 1], last = 0 (scanned into outlier_offsets)
     float2* thresholds = nullptr;             ///< (lo, hi): outlier <=> non-finite or x <= lo or x > hi
     quantize_diagnostics* diagnostics = nullptr;
+    float* ranges = nullptr;  ///< optional
 };
 
 __device__ __forceinline__ void count_diagnostic(unsigned int* counter) {
@@ -153,6 +154,7 @@ __global__ void __launch_bounds__(BlockThreads)
                 s.mean = static_cast<float>(scalar::div_rn(block_sum, static_cast<double>(block_count)));
             }
             const float range = scalar::range(codec, s);
+            if (out.ranges != nullptr) out.ranges[g] = range;
             if (!scalar::is_finite(range)) count_diagnostic(out.diagnostics ? &out.diagnostics->range_overflow : nullptr);
 
             bits::context context;
