@@ -1,7 +1,8 @@
 #pragma once
-// qaq-llama's --device: "cpu" (the default) or "cuda:N", and the exact
-// float32 forward on a CUDA device that generate, perplexity and bench run
-// when given cuda:N (llama/cuda/cuda_model.hpp). In a build without CUDA
+// qaq-llama's --device: "cpu" (the default) or "cuda:N"; the float32 forward
+// on a CUDA device that generate, perplexity and bench run when given cuda:N
+// (llama/cuda/cuda_model.hpp) over the exact cache (cuda_runner) or qaq's
+// device cache (quantized_sequence, which is the CPU cache on --device cpu). In a build without CUDA
 // (QAQ_LLAMA_WITH_CUDA undefined) parse_device refuses cuda:N with a message
 // that says so, and nothing CUDA is compiled.
 
@@ -45,12 +46,19 @@ inline device_choice parse_device(const std::string& text) {
 #endif
 }
 
-/// The CUDA forward keeps an exact float32 cache: quantized --kv specs stay on the CPU for now.
-inline void require_exact_cache(const qaq::examples::kv_spec& spec, const device_choice& d) {
-    QAQ_CHECK(!d.cuda || spec.exact, "--kv ", spec.text, " with --device ", d.text,
-              ": quantized KV caches are not yet on cuda (the CUDA forward keeps an exact float32 cache); use "
-              "--kv fp32 on cuda, or --device cpu for quantized caches");
+/// What qaq's CUDA cache cannot hold, refused before any work: fp16
+/// (unquantized) roles and the normal codec run on the CPU cache only.
+inline void require_cuda_cache(const qaq::examples::kv_spec& spec, const device_choice& d) {
+    if (!d.cuda || spec.exact) return;
+    for (const qaq::quantizer_config* c : {&spec.keys, &spec.values}) {
+        QAQ_CHECK(c->enabled, "--kv ", spec.text, " with --device ", d.text,
+                  ": an fp16 (unquantized) role has no CUDA cache; use --kv fp32, a quantized spec, or --device cpu");
+        QAQ_CHECK(c->codec != qaq::codec_kind::normal, "--kv ", spec.text, " with --device ", d.text,
+                  ": the normal codec has no CUDA kernels; use codec=zero-point or codec=mean-centred, or --device cpu");
+    }
 }
+
+class cuda_runner;
 
 #if defined(QAQ_LLAMA_WITH_CUDA)
 
@@ -81,5 +89,83 @@ private:
 };
 
 #endif
+
+/// qaq's cache of one sequence on the chosen device: the CPU runner's
+/// quantized_decode_cache, or cuda_quantized_cache on `gpu`'s device.
+class quantized_sequence {
+public:
+    quantized_sequence(const llama_model& model, std::int64_t capacity, const qaq::examples::kv_spec& spec,
+                       cuda_runner* gpu = nullptr)
+        : model_(model) {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (gpu) {
+            gpu_ = &gpu->model();
+            device_ = std::make_unique<cuda_quantized_cache>(*gpu_, capacity, spec.keys, spec.values);
+            return;
+        }
+#else
+        QAQ_CHECK(gpu == nullptr, "a CUDA runner in a build without CUDA");
+#endif
+        host_ = std::make_unique<quantized_decode_cache>(model.config(), capacity, spec.keys, spec.values);
+    }
+
+    /// An exact prefill of `tokens` (keys, values and the last `attention_rows`
+    /// rows kept) quantized into the empty cache; its logits are the result's.
+    prefill_result prefill(const std::vector<std::int32_t>& tokens, std::int64_t attention_rows) {
+        prefill_options po;
+        po.keep_kv = true;
+        po.attention_rows = attention_rows;
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) {
+            prefill_result r = gpu_->prefill(tokens, po);
+            device_->prefill(r);
+            return r;
+        }
+#endif
+        prefill_result r = model_.prefill(tokens, po);
+        host_->prefill(r);
+        return r;
+    }
+    /// One token through the cache (append, attend over the codes, observe,
+    /// rebalance); the next-token logits into `logits` unless null.
+    void decode(std::int32_t token, float* logits) {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) return gpu_->decode(token, *device_, logits);
+#endif
+        model_.decode(token, *host_, logits);
+    }
+    std::int64_t tokens() const {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) return device_->tokens();
+#endif
+        return host_->tokens();
+    }
+    qaq::kv_cache_byte_report bytes() {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) return device_->bytes();
+#endif
+        return host_->cache().bytes();
+    }
+    qaq::reference_accounting accounting(qaq::cache_role role) {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) return device_->accounting(role);
+#endif
+        return host_->cache().accounting(role);
+    }
+    const qaq::rebalance_counters& last_rebalance() const {
+#if defined(QAQ_LLAMA_WITH_CUDA)
+        if (device_) return device_->last_rebalance();
+#endif
+        return host_->last_rebalance();
+    }
+
+private:
+    const llama_model& model_;
+    std::unique_ptr<quantized_decode_cache> host_;
+#if defined(QAQ_LLAMA_WITH_CUDA)
+    cuda_llama_model* gpu_ = nullptr;
+    std::unique_ptr<cuda_quantized_cache> device_;
+#endif
+};
 
 }  // namespace qaq::llama

@@ -198,9 +198,9 @@ kv_bytes measure_exact(std::int64_t tokens, const llama_config& cfg) {
     return b;
 }
 
-kv_bytes measure(const quantized_decode_cache& c) {
+kv_bytes measure(quantized_sequence& c) {
     kv_bytes b;
-    const qaq::kv_cache_byte_report r = c.cache().bytes();
+    const qaq::kv_cache_byte_report r = c.bytes();
     b.tokens = c.tokens();
     b.elements = r.quantized().elements;
     b.used = r.quantized().used();
@@ -208,8 +208,8 @@ kv_bytes measure(const quantized_decode_cache& c) {
     b.host_copy = r.host_copy;
     b.host_metadata = r.host_metadata;
     b.attention_window = r.attention_window;
-    b.reference_key_bits = c.cache().accounting(qaq::cache_role::key).bits_per_element;
-    b.reference_value_bits = c.cache().accounting(qaq::cache_role::value).bits_per_element;
+    b.reference_key_bits = c.accounting(qaq::cache_role::key).bits_per_element;
+    b.reference_value_bits = c.accounting(qaq::cache_role::value).bits_per_element;
     return b;
 }
 
@@ -429,7 +429,7 @@ int run_generate(const common_options& co, generate_options o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
     const device_choice device = parse_device(co.device);
-    require_exact_cache(spec, device);
+    require_cuda_cache(spec, device);
     QAQ_CHECK(o.kv_mode == "prefill" || o.kv_mode == "decode", "--kv-mode is '", o.kv_mode, "'; expected prefill or decode");
     loaded l = load(co, true);
     const llama_model& model = *l.model;
@@ -456,44 +456,40 @@ int run_generate(const common_options& co, generate_options o) {
                  spec.exact ? "" : (", " + o.kv_mode + " mode").c_str());
 
     std::unique_ptr<float_kv_cache> exact;
-    std::unique_ptr<quantized_decode_cache> quantized;
-    decode_cache* cache = nullptr;
+    std::unique_ptr<quantized_sequence> quantized;
     std::vector<float> logits(static_cast<std::size_t>(cfg.vocab));
+    cuda_runner* runner = nullptr;
 #if defined(QAQ_LLAMA_WITH_CUDA)
     std::unique_ptr<cuda_runner> gpu;
     if (device.cuda) gpu = start_cuda(model, device);
+    runner = gpu.get();
 #endif
     // One token through the cache, its logits into `logits`.
     const auto advance = [&](std::int32_t token) {
+        if (quantized) return quantized->decode(token, logits.data());
 #if defined(QAQ_LLAMA_WITH_CUDA)
         if (gpu) return gpu->step(token, logits);
 #endif
-        model.decode(token, *cache, logits.data());
+        model.decode(token, *exact, logits.data());
     };
     const auto t_prefill = clock_type::now();
-    if (device.cuda) {
+    if (!spec.exact) {
+        quantized = std::make_unique<quantized_sequence>(model, capacity, spec, runner);
+        if (o.kv_mode == "prefill") {
+            const prefill_result r = quantized->prefill(prompt, max_window(spec));
+            std::copy(r.logits.begin(), r.logits.end(), logits.begin());
+        } else {
+            for (std::int64_t t = 0; t < P; ++t)
+                quantized->decode(prompt[static_cast<std::size_t>(t)], t + 1 == P ? logits.data() : nullptr);
+        }
+    } else if (device.cuda) {
 #if defined(QAQ_LLAMA_WITH_CUDA)
         gpu->start(prompt, capacity, logits);
 #endif
-    } else if (spec.exact) {
+    } else {
         exact = std::make_unique<float_kv_cache>(cfg, capacity);
         const prefill_result r = model.extend(prompt, *exact);
         std::copy(r.logits.begin(), r.logits.end(), logits.begin());
-        cache = exact.get();
-    } else {
-        quantized = std::make_unique<quantized_decode_cache>(cfg, capacity, spec.keys, spec.values);
-        cache = quantized.get();
-        if (o.kv_mode == "prefill") {
-            prefill_options po;
-            po.keep_kv = true;
-            po.attention_rows = max_window(spec);
-            const prefill_result r = model.prefill(prompt, po);
-            std::copy(r.logits.begin(), r.logits.end(), logits.begin());
-            quantized->prefill(r);
-        } else {
-            for (std::int64_t t = 0; t < P; ++t)
-                model.decode(prompt[static_cast<std::size_t>(t)], *quantized, t + 1 == P ? logits.data() : nullptr);
-        }
     }
     const double prefill_s = seconds_since(t_prefill);
 
@@ -590,7 +586,7 @@ int run_perplexity(const common_options& co, perplexity_options o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
     const device_choice device = parse_device(co.device);
-    require_exact_cache(spec, device);
+    require_cuda_cache(spec, device);
     QAQ_CHECK(o.mode == "prefill" || o.mode == "decode", "--mode is '", o.mode, "'; expected prefill or decode");
     QAQ_CHECK(o.context >= 2, "--context is ", o.context, "; expected at least 2");
     const std::int64_t C = o.context;
@@ -629,9 +625,11 @@ int run_perplexity(const common_options& co, perplexity_options o) {
     double prefill_s = 0.0, decode_s = 0.0, baseline_s = 0.0;
     kv_bytes bytes_sum;
     kv_bytes last_bytes;
+    cuda_runner* runner = nullptr;
 #if defined(QAQ_LLAMA_WITH_CUDA)
     std::unique_ptr<cuda_runner> gpu;
     if (device.cuda) gpu = start_cuda(model, device);
+    runner = gpu.get();
 #endif
     progress_bar bar(o.progress, windows, "windows");
     const auto t_all = clock_type::now();
@@ -646,13 +644,15 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             po.logits_from = first_scored - 1;
             bool on_device = false;
 #if defined(QAQ_LLAMA_WITH_CUDA)
-            if (gpu) {
+            if (gpu && spec.exact) {
                 // The log-softmax on the device: log p of the scored tokens only.
                 for (double lp : gpu->model().next_token_log_probabilities(win, first_scored - 1)) baseline_nll -= lp;
                 on_device = true;
+            } else if (gpu) {
+                exact = gpu->model().prefill(win, po);  // the comparison needs the exact logits themselves
             }
 #endif
-            if (!on_device) exact = model.prefill(win, po);
+            if (!on_device && exact.logits.empty()) exact = model.prefill(win, po);
             const double s = seconds_since(t0);
             if (spec.exact) {
                 prefill_s += s;
@@ -675,7 +675,7 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             last_bytes.reference_key_bits = last_bytes.reference_value_bits = 32.0;
             bytes_sum += last_bytes;
         } else {
-            quantized_decode_cache cache(cfg, C, spec.keys, spec.values);
+            quantized_sequence cache(model, C, spec, runner);
             std::int64_t start = 0;  // first window position decoded through the quantized cache
             const auto score = [&](std::int64_t p, const float* l) {  // logits l predict win[p]
                 nll += negative_log_likelihood(l, V, win[static_cast<std::size_t>(p)]);
@@ -688,12 +688,8 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             };
             if (o.mode == "prefill") {
                 const auto t0 = clock_type::now();
-                prefill_options po;
-                po.keep_kv = true;
-                po.attention_rows = max_window(spec);
                 const prefill_result r =
-                    model.prefill(std::vector<std::int32_t>(win.begin(), win.begin() + first_scored), po);
-                cache.prefill(r);
+                    cache.prefill(std::vector<std::int32_t>(win.begin(), win.begin() + first_scored), max_window(spec));
                 prefill_s += seconds_since(t0);
                 prefill_tokens += first_scored;
                 score(first_scored, r.logits_at(first_scored - 1));  // from the exact prefill, as the evaluator does
@@ -702,7 +698,7 @@ int run_perplexity(const common_options& co, perplexity_options o) {
             const auto t0 = clock_type::now();
             for (std::int64_t p = start; p < C - 1; ++p) {
                 const bool want = p + 1 >= first_scored;
-                model.decode(win[static_cast<std::size_t>(p)], cache, want ? logits.data() : nullptr);
+                cache.decode(win[static_cast<std::size_t>(p)], want ? logits.data() : nullptr);
                 ++decode_tokens;
                 if (want) score(p + 1, logits.data());
             }
@@ -802,7 +798,7 @@ int run_bench(const common_options& co, const bench_options& o) {
     apply_threads(co);
     kv_spec spec = qaq::examples::parse_kv_spec(o.kv);
     const device_choice device = parse_device(co.device);
-    require_exact_cache(spec, device);
+    require_cuda_cache(spec, device);
     loaded l = load(co, false);
     const llama_model& model = *l.model;
     const llama_config& cfg = model.config();
@@ -841,11 +837,18 @@ int run_bench(const common_options& co, const bench_options& o) {
         }
         if (o.gen_tokens > 0) {
             std::vector<double> wall, cpu;
+            logits.resize(static_cast<std::size_t>(cfg.vocab));
             for (int r = 0; r < o.repetitions; ++r) {
+                std::unique_ptr<quantized_sequence> packed;
+                if (!spec.exact) packed = std::make_unique<quantized_sequence>(model, o.gen_tokens, spec, gpu.get());
                 const auto t0 = clock_type::now();
                 const double c0 = cpu_seconds();
-                gpu->start({prompt[0]}, o.gen_tokens, logits);
-                for (std::int64_t i = 1; i < o.gen_tokens; ++i) gpu->step(prompt[static_cast<std::size_t>(i)], logits);
+                if (packed) {
+                    for (std::int64_t i = 0; i < o.gen_tokens; ++i) packed->decode(prompt[static_cast<std::size_t>(i)], logits.data());
+                } else {
+                    gpu->start({prompt[0]}, o.gen_tokens, logits);
+                    for (std::int64_t i = 1; i < o.gen_tokens; ++i) gpu->step(prompt[static_cast<std::size_t>(i)], logits);
+                }
                 wall.push_back(seconds_since(t0));
                 cpu.push_back(cpu_seconds() - c0);
             }

@@ -9,6 +9,9 @@
 //   cuda_kv_cache cache(gpu, max_tokens);
 //   gpu.extend(question, cache);                    // as host.extend(question, float_kv_cache)
 //
+//   cuda_quantized_cache packed(gpu, max_tokens, key_config, value_config);
+//   gpu.decode(token, packed, logits);              // as host.decode(token, quantized_decode_cache)
+//
 // Weights are uploaded once as float32 (dequantized from the GGUF blocks),
 // every matrix product (the logits too) is a cuBLAS SGEMM in float32, and the
 // rest are the kernels of forward_kernels.cu. float32 rather than fp16/bf16:
@@ -30,6 +33,8 @@
 #include <vector>
 
 #include "llama/model.hpp"
+#include "qaq/kv_cache.hpp"
+#include "qaq/quantizer_config.hpp"
 #include "qaq/tensor_view.hpp"
 
 namespace qaq::llama {
@@ -78,6 +83,40 @@ private:
     std::unique_ptr<state> state_;
 };
 
+/// qaq's packed cache of one sequence on the model's device
+/// (qaq::cuda::device_kv_cache): decode appends each token's keys and values,
+/// attends straight over the codes, observes the attention rows on the
+/// device and rebalances after every `rebalance_interval` steps, as the CPU
+/// runner's quantized_decode_cache. The model's memory budget is charged the
+/// cache's worst case (every group at bits_max) when it is made.
+class cuda_quantized_cache {
+public:
+    cuda_quantized_cache(cuda_llama_model& model, std::int64_t max_tokens, qaq::quantizer_config keys,
+                         qaq::quantizer_config values, std::int64_t rebalance_interval = 1);
+    ~cuda_quantized_cache();
+    cuda_quantized_cache(cuda_quantized_cache&&) noexcept;
+    cuda_quantized_cache& operator=(cuda_quantized_cache&&) noexcept;
+    cuda_quantized_cache(const cuda_quantized_cache&) = delete;
+    cuda_quantized_cache& operator=(const cuda_quantized_cache&) = delete;
+
+    std::int64_t tokens() const;
+    std::int64_t capacity() const noexcept;
+    /// Quantizes a prefill (prefill_options keep_kv and attention_rows >= the
+    /// largest window) into the empty cache, as quantized_decode_cache::prefill.
+    void prefill(const prefill_result& r);
+    /// Every byte the cache holds (waits for the device).
+    qaq::kv_cache_byte_report bytes();
+    /// The original implementation's accounting of one role (waits for the device).
+    qaq::reference_accounting accounting(qaq::cache_role role);
+    const qaq::rebalance_counters& last_rebalance() const noexcept;
+    const qaq::rebalance_counters& counters() const noexcept;
+
+private:
+    friend class cuda_llama_model;
+    struct state;
+    std::unique_ptr<state> state_;
+};
+
 /// One sequence of cuda_llama_model::extend_batch (as extend_job for the CPU model).
 struct cuda_extend_job {
     const std::vector<std::int32_t>* tokens = nullptr;
@@ -111,6 +150,12 @@ public:
     /// As llama_model::extend_batch: one GEMM per weight over the columns of every job.
     std::vector<prefill_result> extend_batch(const std::vector<cuda_extend_job>& jobs);
 
+    /// One token at position cache.tokens() through qaq's device cache (as
+    /// llama_model::decode over a quantized_decode_cache): every layer appends,
+    /// attends over the codes and observes; the step ends with the cache's
+    /// rebalance. Writes the next-token logits [vocab] unless `logits` is null.
+    void decode(std::int32_t token, cuda_quantized_cache& cache, float* logits);
+
     /// log p(tokens[p + 1] | tokens[0..p]) for p = first, ..., size - 2, from
     /// one prefill; the log-softmax is taken on the device, so only these
     /// values (not the logits) come back. For perplexity.
@@ -118,6 +163,7 @@ public:
 
 private:
     friend class cuda_kv_cache;
+    friend class cuda_quantized_cache;
     struct state;
     // extend_batch with the lock held; copy_logits false leaves them on the device only.
     std::vector<prefill_result> run_batch(const std::vector<cuda_extend_job>& jobs, bool copy_logits);

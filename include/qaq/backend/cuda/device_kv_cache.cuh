@@ -45,6 +45,7 @@
 #include "qaq/error.hpp"
 #include "qaq/kv_cache.hpp"
 #include "qaq/predicted_attention.hpp"
+#include "qaq/reference_accounting.hpp"
 #include "qaq/tensor_view.hpp"
 
 QAQ_NAMESPACE_BEGIN
@@ -264,6 +265,22 @@ public:
                 for (std::int64_t s = 0; s < r.groups_per_head; ++s)
                     out.push_back(token_major[static_cast<std::size_t>(t * r.groups_per_token + h * r.groups_per_head + s)]);
         return out;
+    }
+
+    /// The original implementation's accounting of one role (as quantized_kv_cache::accounting).
+    reference_accounting accounting(cache_role role) {
+        synchronize();
+        const detail::device_cache_role& r = role == cache_role::key ? keys_ : values_;
+        std::vector<std::uint8_t> all;
+        for (std::int64_t l = 0; l < shape_.layers; ++l) {
+            const std::size_t count = static_cast<std::size_t>(tokens_[static_cast<std::size_t>(l)] * r.groups_per_token);
+            const std::size_t at = all.size();
+            all.resize(at + count);
+            if (count > 0)
+                QAQ_CUDA_CHECK(cudaMemcpy(all.data() + at, r.widths.as<std::uint8_t>() + l * r.layer_groups, count,
+                                          cudaMemcpyDeviceToHost));
+        }
+        return reference_accounting::of(all, r.ratio, r.codec.parameter_count(), r.group_size);
     }
 
     /// Every byte the cache holds. keys/values: device memory (codes in their
