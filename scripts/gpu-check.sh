@@ -3,7 +3,8 @@
 # GPU, in a few minutes: the device tests (ctest -L cuda: the backend's
 # kernels, the LLaMA runner's CUDA forward and qaq-eval's CUDA scorer against
 # the CPU model), the scalar-core tests, qaq-llama --device cuda:0 on the tiny
-# test model, and the CUDA benchmarks (Google Benchmark JSON). Everything goes into
+# test model (exact cache and qaq's device cache), and the CUDA benchmarks
+# (Google Benchmark JSON). Everything goes into
 #   results/gpu-check-<UTC time>.txt    what ran and what it printed
 #   results/gpu-check-<UTC time>.json   the benchmark results
 # It fails (exit 1) when there is no usable GPU, when a CUDA test is skipped
@@ -117,6 +118,17 @@ run "$build_dir/examples/llama/qaq-llama" perplexity --model "$tiny" --file "$te
     fail "qaq-llama perplexity --device cpu"
 run "$build_dir/examples/llama/qaq-llama" bench --model "$tiny" -p 64 -n 16 -r 2 --device cuda:0 ||
     fail "qaq-llama bench --device cuda:0"
+# qaq's device cache (cuda_quantized_cache): generate in both prompt modes, perplexity, bench.
+for mode in prefill decode; do
+    run "$build_dir/examples/llama/qaq-llama" generate --model "$tiny" --prompt "the answer" -n 8 --device cuda:0 \
+        --kv qaq --kv-mode "$mode" || fail "qaq-llama generate --device cuda:0 --kv qaq --kv-mode $mode"
+done
+run "$build_dir/examples/llama/qaq-llama" perplexity --model "$tiny" --file "$text" --context 32 --device cuda:0 \
+    --kv qaq || fail "qaq-llama perplexity --device cuda:0 --kv qaq"
+run "$build_dir/examples/llama/qaq-llama" perplexity --model "$tiny" --file "$text" --context 32 --device cpu \
+    --kv qaq || fail "qaq-llama perplexity --device cpu --kv qaq"
+run "$build_dir/examples/llama/qaq-llama" bench --model "$tiny" -p 0 -n 32 -r 2 --device cuda:0 --kv qaq ||
+    fail "qaq-llama bench --device cuda:0 --kv qaq"
 
 say "CUDA benchmarks -> ${bench_json}"
 run timeout 360 "$bench_build/qaq-cuda-bench" "--benchmark_filter=${bench_filter}" \

@@ -6,6 +6,10 @@
 //                                     outliers: 0 = none, 1 = 1% quantile) -> fp32
 //   BM_cuda_attend_packed/T/outliers  attention of one query token straight over packed K and V
 //   BM_cuda_attend_fp16/T             the same attention over a dense fp16 cache (baseline)
+//   BM_cuda_cache_step/T              one decode step of device_kv_cache (QAQ keys and values,
+//                                     1% outliers) after a prefill of T tokens: append, attend,
+//                                     observe, rebalance (wall time: rebalance waits for the
+//                                     device and re-quantizes from the page-locked host copy)
 //
 // Counters:
 //   bytes          DRAM traffic the kernel cannot avoid: every byte of the packed (or
@@ -22,15 +26,18 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "qaq/backend/cuda/cuda_check.cuh"
 #include "qaq/backend/cuda/device_api.cuh"
+#include "qaq/backend/cuda/device_kv_cache.cuh"
 #include "qaq/config.hpp"
 
 namespace {
@@ -222,6 +229,66 @@ void BM_cuda_attend_fp16(benchmark::State& state) {
     });
 }
 
+/// QAQ's configuration of one role (the paper's formulas, 2..8 bits, window 5, 1% outliers).
+qaq::quantizer_config qaq_role(qaq::cache_role role) {
+    qaq::quantizer_config c;
+    c.role = role;
+    c.bits = role == qaq::cache_role::key ? qaq::bits_kind::key_query_norm : qaq::bits_kind::value_attention;
+    c.q_norm = 40.0;
+    c.target_error = role == qaq::cache_role::key ? 0.001 : 0.1;
+    c.bits_min = 2;
+    c.bits_max = 8;
+    c.window = 5;
+    c.outlier_ratio = 0.01;
+    return c;
+}
+
+constexpr std::int64_t cache_steps = 64;
+
+void BM_cuda_cache_step(benchmark::State& state) {
+    const std::int64_t T0 = state.range(0), H = kv_heads, Hq = query_heads, D = head_dim;
+    const qaq::kv_cache_shape shape{1, H, Hq, D, T0 + cache_steps + 1};
+    qc::device_kv_cache cache(shape, qaq_role(qaq::cache_role::key), qaq_role(qaq::cache_role::value));
+    // The prefill: keys and values filled on the device, copied to the host; attention rows uniform.
+    const qaq::kv_shape kv{1, 1, H, T0, D};
+    std::vector<float> keys(static_cast<std::size_t>(kv.element_count())), values(keys.size());
+    {
+        qc::device_buffer source(sizeof(float) * keys.size());
+        fill(source.as<float>(), kv.element_count(), 101u);
+        QAQ_CUDA_CHECK(cudaMemcpy(keys.data(), source.data(), source.bytes(), cudaMemcpyDeviceToHost));
+        fill(source.as<float>(), kv.element_count(), 202u);
+        QAQ_CUDA_CHECK(cudaMemcpy(values.data(), source.data(), source.bytes(), cudaMemcpyDeviceToHost));
+    }
+    const qaq::attention_shape rows{1, 1, Hq, 5, T0};
+    const std::vector<float> attention(static_cast<std::size_t>(Hq * 5 * T0), 1.0f / static_cast<float>(T0));
+    cache.prefill(qaq::kv_view<const float>::contiguous(keys.data(), kv),
+                  qaq::kv_view<const float>::contiguous(values.data(), kv),
+                  qaq::attention_view<const float>::contiguous(attention.data(), rows));
+    qc::device_buffer k(sizeof(float) * H * D), v(sizeof(float) * H * D), q(sizeof(float) * Hq * D),
+        out(sizeof(float) * Hq * D), p(sizeof(float) * Hq * shape.max_tokens);
+    fill(q.as<float>(), Hq * D, 7u);
+    std::int64_t changed = 0, host_bytes = 0, step = 0;
+    for (auto _ : state) {
+        fill(k.as<float>(), H * D, 1000u + static_cast<std::uint32_t>(step));
+        fill(v.as<float>(), H * D, 2000u + static_cast<std::uint32_t>(step));
+        QAQ_CUDA_CHECK(cudaDeviceSynchronize());
+        const auto t0 = std::chrono::steady_clock::now();
+        cache.append(0, k.as<const float>(), H * D, v.as<const float>(), H * D);
+        const std::int64_t T = cache.tokens(0);
+        cache.attend(0, q.as<const float>(), Hq * D, out.as<float>(), Hq * D, p.as<float>(), Hq * T);
+        cache.observe(0, p.as<const float>(), Hq * T);
+        const qaq::rebalance_counters c = cache.rebalance();
+        state.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        changed += c.groups_up + c.groups_down;
+        host_bytes += c.host_bytes_read;
+        ++step;
+    }
+    const qaq::kv_cache_byte_report bytes = cache.bytes();
+    state.counters["groups_requantized_per_step"] = static_cast<double>(changed) / static_cast<double>(step);
+    state.counters["host_KiB_read_per_step"] = static_cast<double>(host_bytes) / 1024.0 / static_cast<double>(step);
+    state.counters["compression_vs_fp16"] = bytes.quantized().compression_ratio();
+}
+
 void token_and_outlier_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"T", "outliers"});
     for (std::int64_t t : {8192, 32768, 131072})
@@ -230,6 +297,13 @@ void token_and_outlier_args(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_cuda_dequantize)->Apply(token_and_outlier_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_cuda_attend_packed)->Apply(token_and_outlier_args)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_cuda_cache_step)
+    ->ArgName("T")
+    ->Arg(8192)
+    ->Arg(32768)
+    ->Iterations(cache_steps)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_cuda_attend_fp16)
     ->ArgName("T")
     ->Arg(8192)
