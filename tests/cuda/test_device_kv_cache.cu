@@ -85,7 +85,8 @@ bool close_to_host(float got, float expected) {
 
 struct device_vector {
     qaq::cuda::device_buffer buffer;
-    explicit device_vector(const std::vector<float>& host) : buffer(qaq::cuda::device_buffer::from_host(host.data(), host.size())) {}
+    explicit device_vector(const std::vector<float>& host)
+        : buffer(qaq::cuda::device_buffer::from_host(host.data(), host.size())) {}
     explicit device_vector(std::size_t count) : buffer(sizeof(float) * count) {}
     float* get() const { return buffer.as<float>(); }
 };
@@ -151,7 +152,8 @@ void run_protocol(const qaq::quantizer_config& keys, const qaq::quantizer_config
             device.attend(l, dq.get(), Hq * D, dout.get(), Hq * D, dp.get(), Hq * T);
             const std::vector<float> got_out = dout.buffer.to_host<float>(out.size());
             const std::vector<float> got_p = dp.buffer.to_host<float>(p.size());
-            for (std::size_t i = 0; i < out.size(); ++i) REQUIRE(std::fabs(got_out[i] - out[i]) <= 1e-4f * (1.0f + std::fabs(out[i])));
+            for (std::size_t i = 0; i < out.size(); ++i)
+                REQUIRE(std::fabs(got_out[i] - out[i]) <= 1e-4f * (1.0f + std::fabs(out[i])));
             for (std::size_t i = 0; i < p.size(); ++i) REQUIRE(std::fabs(got_p[i] - p[i]) <= 2e-6f + 1e-4f * p[i]);
 
             // A sharper row than attend's, so that widths change in both directions.
@@ -184,8 +186,7 @@ TEST_CASE("device cache: sub_head mean-centred fp32 groups without outliers foll
     run_protocol(qaq_keys(), sub_head_mean_centred(), 12);
 }
 
-TEST_CASE("device cache: bad input is refused, device-side conditions surface at the next wait",
-          "[device_kv_cache]") {
+TEST_CASE("device cache: bad input is refused, device-side conditions surface at the next wait", "[device_kv_cache]") {
     const qaq::kv_cache_shape shape{2, 2, 4, 32, 8};
     const std::int64_t H = shape.kv_heads, D = shape.head_dim, Hq = shape.query_heads;
     std::mt19937 rng(3);
@@ -197,7 +198,8 @@ TEST_CASE("device cache: bad input is refused, device-side conditions surface at
         CHECK_THROWS_WITH(cache.append(0, k.get(), H * D - 1, v.get(), H * D), Catch::Contains("kv_heads x head_dim"));
         CHECK_THROWS_WITH(cache.append(1, k.get(), H * D, v.get(), H * D), Catch::Contains("in order"));
         CHECK_THROWS_WITH(cache.append(2, k.get(), H * D, v.get(), H * D), Catch::Contains("out of range"));
-        CHECK_THROWS_WITH(cache.attend(0, q.get(), Hq * D, out.get(), Hq * D, p.get(), Hq), Catch::Contains("no tokens"));
+        CHECK_THROWS_WITH(cache.attend(0, q.get(), Hq * D, out.get(), Hq * D, p.get(), Hq),
+                          Catch::Contains("no tokens"));
         cache.append(0, k.get(), H * D, v.get(), H * D);
         CHECK_THROWS_WITH(cache.rebalance(), Catch::Contains("between layers"));
         CHECK_THROWS_WITH(cache.attend(0, q.get(), Hq * D, out.get(), Hq * D, p.get(), Hq * 2),

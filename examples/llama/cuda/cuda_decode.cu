@@ -83,9 +83,7 @@ cuda_quantized_cache::~cuda_quantized_cache() = default;
 cuda_quantized_cache::cuda_quantized_cache(cuda_quantized_cache&&) noexcept = default;
 cuda_quantized_cache& cuda_quantized_cache::operator=(cuda_quantized_cache&&) noexcept = default;
 
-std::int64_t cuda_quantized_cache::tokens() const {
-    return state_->cache->tokens(state_->cache->shape().layers - 1);
-}
+std::int64_t cuda_quantized_cache::tokens() const { return state_->cache->tokens(state_->cache->shape().layers - 1); }
 std::int64_t cuda_quantized_cache::capacity() const noexcept { return state_->capacity; }
 const qaq::rebalance_counters& cuda_quantized_cache::last_rebalance() const noexcept { return state_->last; }
 const qaq::rebalance_counters& cuda_quantized_cache::counters() const noexcept { return state_->cache->counters(); }
@@ -166,8 +164,10 @@ void cuda_llama_model::decode(std::int32_t token, cuda_quantized_cache& packed, 
                                        cudaMemcpyDeviceToHost, s.stream));
     }
     // The step's end: rebalance waits for the stream, so the logits are there too.
-    if (++q.steps % q.interval == 0) q.last = cache.rebalance();
-    else cache.synchronize();
+    if (++q.steps % q.interval == 0)
+        q.last = cache.rebalance();
+    else
+        cache.synchronize();
 }
 
 }  // namespace qaq::llama

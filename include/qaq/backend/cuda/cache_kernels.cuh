@@ -23,6 +23,7 @@
 
 #include <cstdint>
 
+#include "qaq/backend/cuda/cache_scalar.cuh"
 #include "qaq/backend/cuda/device_layout.cuh"
 #include "qaq/backend/cuda/scalar_core.cuh"
 #include "qaq/config.hpp"
@@ -35,8 +36,8 @@ namespace cuda {
 /// Conditions the host cache raises as qaq::error, counted on the device and
 /// checked at rebalance() and synchronize().
 struct cache_diagnostics {
-    quantize_diagnostics quantize;         ///< from every quantize_groups of the cache
-    unsigned int non_finite_inputs = 0;    ///< NaN or Inf in appended keys or values
+    quantize_diagnostics quantize;           ///< from every quantize_groups of the cache
+    unsigned int non_finite_inputs = 0;      ///< NaN or Inf in appended keys or values
     unsigned int invalid_probabilities = 0;  ///< observed probabilities that are not finite or < 0
 };
 
@@ -89,7 +90,8 @@ struct commit_plan {
 
 /// One block per staged group.
 template <int Threads>
-__global__ void __launch_bounds__(Threads) commit_groups_kernel(staged_groups in, commit_plan plan, cache_role_arrays out) {
+__global__ void __launch_bounds__(Threads)
+    commit_groups_kernel(staged_groups in, commit_plan plan, cache_role_arrays out) {
     for (std::int64_t i = blockIdx.x; i < plan.count; i += gridDim.x) {
         const std::int64_t g = plan.targets != nullptr ? plan.targets[i] : plan.first_group + i;
         const int width = in.widths[i];
@@ -111,7 +113,8 @@ __global__ void __launch_bounds__(Threads) commit_groups_kernel(staged_groups in
             for (std::uint64_t k = begin + threadIdx.x; k < end; k += blockDim.x) {
                 plan.outliers.positions[base + k] = in.outlier_positions[k];
                 for (int b = 0; b < plan.value_bytes; ++b)
-                    plan.outliers.values[(base + k) * plan.value_bytes + b] = in.outlier_values[k * plan.value_bytes + b];
+                    plan.outliers.values[(base + k) * plan.value_bytes + b] =
+                        in.outlier_values[k * plan.value_bytes + b];
             }
         }
     }
@@ -120,75 +123,35 @@ __global__ void __launch_bounds__(Threads) commit_groups_kernel(staged_groups in
 /// probabilities [query_heads, tokens] -> row [tokens, kv_heads] (max over each
 /// KV head's query heads, as attention_window::observe), *row_length = tokens.
 template <int Threads>
-__global__ void __launch_bounds__(Threads) observe_kernel(const float* probabilities, std::int64_t query_heads, std::int64_t kv_heads,
-                               std::int64_t tokens, float* row, std::int64_t* row_length, unsigned int* invalid) {
-    const std::int64_t per_kv = query_heads / kv_heads;
+__global__ void __launch_bounds__(Threads)
+    observe_kernel(const float* probabilities, std::int64_t query_heads, std::int64_t kv_heads, std::int64_t tokens,
+                   float* row, std::int64_t* row_length, unsigned int* invalid) {
     const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+    unsigned int bad = 0;
     for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < tokens * kv_heads;
-         i += stride) {
-        const std::int64_t t = i / kv_heads, h = i % kv_heads;
-        float m = 0.0f;
-        for (std::int64_t q = h * per_kv; q < (h + 1) * per_kv; ++q) {
-            const float p = probabilities[q * tokens + t];
-            if (!(scalar::is_finite(p) && p >= 0.0f)) {
-                atomicAdd(invalid, 1u);
-                continue;
-            }
-            m = m < p ? p : m;  // std::max(m, p)
-        }
-        row[i] = m;
-    }
+         i += stride)
+        row[i] = window_entry(probabilities, query_heads, kv_heads, tokens, i, bad);
+    if (bad > 0) atomicAdd(invalid, bad);
     if (blockIdx.x == 0 && threadIdx.x == 0) *row_length = tokens;
 }
-
-/// The inputs of choose_widths_kernel: one role, every layer, T tokens each.
-struct width_scan {
-    const std::uint8_t* widths = nullptr;
-    const float* ranges = nullptr;
-    std::int64_t layers = 0, tokens = 0, kv_heads = 0, groups_per_head = 0, layer_groups = 0;
-    /// The attention window, or null rows when the bits policy reads no attention:
-    /// rows [layers][window][max_tokens * kv_heads], lengths [layers][window] (0: never observed).
-    const float* window_rows = nullptr;
-    const std::int64_t* row_lengths = nullptr;
-    int window = 1;
-    std::int64_t max_tokens = 0;
-};
 
 /// Item j = (group, new width) of group j of layers x tokens x kv_heads x groups_per_head;
 /// changed[j] = 1 where the width differs from the stored one.
 template <int Threads, class DeviceBits>
-__global__ void __launch_bounds__(Threads) choose_widths_kernel(DeviceBits bits, width_scan scan, std::uint64_t* items, std::uint8_t* changed) {
-    const std::int64_t per_token = scan.kv_heads * scan.groups_per_head;
-    const std::int64_t per_layer = scan.tokens * per_token;
-    const std::int64_t total = scan.layers * per_layer;
+__global__ void __launch_bounds__(Threads)
+    choose_widths_kernel(DeviceBits bits, width_scan scan, std::uint64_t* items, std::uint8_t* changed) {
+    const std::int64_t total = scan.layers * scan.tokens * scan.kv_heads * scan.groups_per_head;
     const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
     for (std::int64_t j = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; j < total; j += stride) {
-        const std::int64_t l = j / per_layer, within = j % per_layer;
-        const std::int64_t t = within / per_token, h = (within % per_token) / scan.groups_per_head;
-        const std::int64_t g = l * scan.layer_groups + within;
-        float predicted = 0.0f;  // attention_window::predicted: the maximum over the rows covering t
-        if (scan.window_rows != nullptr)
-            for (int r = 0; r < scan.window; ++r) {
-                const std::int64_t slot = l * scan.window + r;
-                if (t < scan.row_lengths[slot]) {
-                    const float a = scan.window_rows[(slot * scan.max_tokens + t) * scan.kv_heads + h];
-                    predicted = predicted < a ? a : predicted;
-                }
-            }
-        bits::context c;
-        c.range = scan.ranges[g];
-        c.predicted_attention = predicted;
-        c.tokens = scan.tokens;
-        c.token = t;
-        int width = bits(c);
-        width = width < 0 ? 0 : (width > max_bits ? max_bits : width);
-        items[j] = (static_cast<std::uint64_t>(g) << 8) | static_cast<std::uint64_t>(width);
-        changed[j] = width != scan.widths[g] ? 1 : 0;
+        bool differs = false;
+        items[j] = width_item(bits, scan, j, differs);
+        changed[j] = differs ? 1 : 0;
     }
 }
 
 template <int Threads>
-__global__ void __launch_bounds__(Threads) count_non_finite_kernel(const float* x, std::int64_t count, unsigned int* counter) {
+__global__ void __launch_bounds__(Threads)
+    count_non_finite_kernel(const float* x, std::int64_t count, unsigned int* counter) {
     const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
     for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride)
         if (!scalar::is_finite(x[i])) atomicAdd(counter, 1u);
@@ -196,8 +159,9 @@ __global__ void __launch_bounds__(Threads) count_non_finite_kernel(const float* 
 
 /// totals[l] = the outlier count of layer l's first `rows` CSR rows.
 template <int Threads>
-__global__ void __launch_bounds__(Threads) outlier_totals_kernel(const std::uint64_t* offsets, std::int64_t layers, std::int64_t layer_stride,
-                                      std::int64_t rows, std::uint64_t* totals) {
+__global__ void __launch_bounds__(Threads)
+    outlier_totals_kernel(const std::uint64_t* offsets, std::int64_t layers, std::int64_t layer_stride,
+                          std::int64_t rows, std::uint64_t* totals) {
     const std::int64_t l = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (l < layers) totals[l] = offsets[l * layer_stride + rows];
 }

@@ -53,8 +53,8 @@ public:
     void release(int width, std::uint64_t offset) {
         check_width(width);
         if (width == 0) return;
-        QAQ_CHECK(offset + static_cast<std::uint64_t>(slot_bytes(width)) <= end_, "code slot at ", offset,
-                  " of width ", width, " lies beyond the arena's ", end_, " bytes");
+        QAQ_CHECK(offset + static_cast<std::uint64_t>(slot_bytes(width)) <= end_, "code slot at ", offset, " of width ",
+                  width, " lies beyond the arena's ", end_, " bytes");
         free_[static_cast<std::size_t>(width)].push_back(offset);
         used_ -= slot_bytes(width);
     }

@@ -81,16 +81,16 @@ struct group_scratch {
     /// Runs quantize_groups into this scratch (workspace grown as needed).
     template <class DeviceBits>
     void quantize(const DeviceBits& bits, bool needs_attention, double ratio, const device_codec& codec,
-                  const float* values, std::int64_t groups, std::int64_t n, group_tokens tokens,
-                  const float* predicted, const packed_groups_out& target, cudaStream_t stream, const char* what) {
+                  const float* values, std::int64_t groups, std::int64_t n, group_tokens tokens, const float* predicted,
+                  const packed_groups_out& target, cudaStream_t stream, const char* what) {
         std::size_t bytes = 0;
         ::qaq::throw_if_failed(quantize_groups_impl(nullptr, bytes, bits, needs_attention, ratio, codec, values, groups,
                                                     n, tokens, predicted, target, stream),
                                std::string(what) + " (workspace size)");
         reserve_scratch(workspace, std::max<std::size_t>(bytes, 1), stream);
         bytes = workspace.bytes();
-        ::qaq::throw_if_failed(quantize_groups_impl(workspace.data(), bytes, bits, needs_attention, ratio, codec, values,
-                                                    groups, n, tokens, predicted, target, stream),
+        ::qaq::throw_if_failed(quantize_groups_impl(workspace.data(), bytes, bits, needs_attention, ratio, codec,
+                                                    values, groups, n, tokens, predicted, target, stream),
                                what);
     }
 };
@@ -119,8 +119,8 @@ struct device_cache_role {
     code_arena_plan plan;
     std::vector<std::uint8_t> host_widths;
     std::vector<std::uint64_t> host_offsets;
-    std::vector<std::int64_t> outlier_capacity;  // entries per layer
-    std::vector<std::int64_t> outlier_bound;     // >= the layer's outlier count (exact after a check)
+    std::vector<std::int64_t> outlier_capacity;         // entries per layer
+    std::vector<std::int64_t> outlier_bound;            // >= the layer's outlier count (exact after a check)
     std::vector<std::vector<pinned_buffer>> host_copy;  // [layer][chunk of host_chunk_tokens tokens]
 
     // Append: scratch for one token, slot offsets staged per layer.
@@ -239,7 +239,8 @@ struct device_cache_role {
         auto& capacity = outlier_capacity[static_cast<std::size_t>(l)];
         if (needed <= capacity) return;
         const std::int64_t target = std::max(needed, capacity + capacity / 2);
-        grow_keeping(outlier_positions[static_cast<std::size_t>(l)], sizeof(std::uint16_t) * static_cast<std::size_t>(target),
+        grow_keeping(outlier_positions[static_cast<std::size_t>(l)],
+                     sizeof(std::uint16_t) * static_cast<std::size_t>(target),
                      outlier_positions[static_cast<std::size_t>(l)].bytes(), stream);
         grow_keeping(outlier_values[static_cast<std::size_t>(l)], static_cast<std::size_t>(value_bytes * target),
                      outlier_values[static_cast<std::size_t>(l)].bytes(), stream);
@@ -270,10 +271,12 @@ struct device_cache_role {
         QAQ_CUDA_CHECK(cudaMemsetAsync(outlier_offsets.data(), 0, outlier_offsets.bytes(), stream));
     }
 
-    /// Device bytes of `tokens` tokens per layer; outlier totals per layer as of the last check.
-    byte_report bytes(std::int64_t tokens, const std::vector<std::int64_t>& outliers) const {
+    /// Device bytes of `tokens[l]` tokens in layer l with `outliers[l]` outliers.
+    byte_report bytes(const std::vector<std::int64_t>& tokens, const std::vector<std::int64_t>& outliers) const {
         byte_report r;
-        const std::int64_t held = layers * tokens * groups_per_token;
+        std::int64_t all_tokens = 0;
+        for (auto t : tokens) all_tokens += t;
+        const std::int64_t held = all_tokens * groups_per_token;
         const std::int64_t allocated = layers * layer_groups;
         r.codes = plan.used_bytes();
         r.parameters = held * parameter_bytes;
@@ -284,13 +287,14 @@ struct device_cache_role {
             outlier_entries += outliers[static_cast<std::size_t>(l)];
             outlier_room += outlier_capacity[static_cast<std::size_t>(l)];
         }
-        const std::int64_t row_pointers = layers * (tokens * groups_per_token + 1) * 8;
+        const std::int64_t row_pointers = (held + layers) * 8;
         r.outlier_counts = ratio > 0.0 ? row_pointers : 0;
         r.outlier_positions = outlier_entries * 2;
         r.outlier_values = outlier_entries * value_bytes;
         const std::int64_t metadata_room = (allocated - held) * (1 + parameter_bytes + 8);
         r.slack = static_cast<std::int64_t>(arena.bytes()) - plan.used_bytes() + metadata_room +
-                  (layers * (layer_groups + 1) * 8 - r.outlier_counts) + (outlier_room - outlier_entries) * (2 + value_bytes);
+                  (layers * (layer_groups + 1) * 8 - r.outlier_counts) +
+                  (outlier_room - outlier_entries) * (2 + value_bytes);
         r.elements = held * group_size;
         return r;
     }
@@ -303,7 +307,8 @@ struct device_cache_role {
     }
     /// What rebalancing reads besides the codes: the ranges (device) and the host mirrors and plan.
     std::int64_t rebalance_metadata_bytes() const noexcept {
-        return static_cast<std::int64_t>(ranges.bytes()) + static_cast<std::int64_t>(host_widths.size() + host_offsets.size() * sizeof(std::uint64_t)) +
+        return static_cast<std::int64_t>(ranges.bytes()) +
+               static_cast<std::int64_t>(host_widths.size() + host_offsets.size() * sizeof(std::uint64_t)) +
                plan.bookkeeping_bytes() + static_cast<std::int64_t>(slot_staging.bytes());
     }
 };

@@ -61,9 +61,11 @@ public:
                   ", kv_heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ", max_tokens ", shape.max_tokens);
         QAQ_CHECK(shape.query_heads >= shape.kv_heads && shape.query_heads % shape.kv_heads == 0, "query_heads ",
                   shape.query_heads, " must be a positive multiple of kv_heads ", shape.kv_heads);
-        QAQ_CHECK(shape.query_heads / shape.kv_heads <= detail::attend_max_queries_per_kv && shape.head_dim <= detail::attend_max_head_dim,
-                  "the CUDA attention supports up to ", detail::attend_max_queries_per_kv, " query heads per KV head and head_dim <= ",
-                  detail::attend_max_head_dim, "; got ", shape.query_heads / shape.kv_heads, " and ", shape.head_dim);
+        QAQ_CHECK(shape.query_heads / shape.kv_heads <= detail::attend_max_queries_per_kv &&
+                      shape.head_dim <= detail::attend_max_head_dim,
+                  "the CUDA attention supports up to ", detail::attend_max_queries_per_kv,
+                  " query heads per KV head and head_dim <= ", detail::attend_max_head_dim, "; got ",
+                  shape.query_heads / shape.kv_heads, " and ", shape.head_dim);
         QAQ_CHECK(options.downgrade == downgrade_source::host_copy,
                   "the CUDA cache re-quantizes from the host copy only (downgrade_source::host_copy); "
                   "downgrade_source::codes runs on the CPU cache");
@@ -73,7 +75,8 @@ public:
         values_ = detail::device_cache_role("value", std::move(values), shape, stream_);
         window_ = std::max(keys_.window, values_.window);
         const auto slots = static_cast<std::size_t>(shape.layers * window_);
-        window_rows_ = device_buffer(sizeof(float) * slots * static_cast<std::size_t>(shape.max_tokens * shape.kv_heads));
+        window_rows_ =
+            device_buffer(sizeof(float) * slots * static_cast<std::size_t>(shape.max_tokens * shape.kv_heads));
         window_lengths_ = device_buffer(sizeof(std::int64_t) * slots);
         QAQ_CUDA_CHECK(cudaMemsetAsync(window_lengths_.data(), 0, window_lengths_.bytes(), stream_));
         diagnostics_ = device_buffer(sizeof(cache_diagnostics));
@@ -105,8 +108,8 @@ public:
         check_usable();
         check_layer(layer);
         const std::int64_t expected = shape_.kv_heads * shape_.head_dim;
-        QAQ_CHECK(key_count == expected && value_count == expected, "append got ", key_count, " keys and ",
-                  value_count, " values; expected kv_heads x head_dim = ", expected, " each");
+        QAQ_CHECK(key_count == expected && value_count == expected, "append got ", key_count, " keys and ", value_count,
+                  " values; expected kv_heads x head_dim = ", expected, " each");
         QAQ_CHECK(keys != nullptr && values != nullptr, "append got a null keys or values pointer");
         const std::int64_t t = tokens_[static_cast<std::size_t>(layer)];
         QAQ_CHECK(t < shape_.max_tokens, "the cache is full: layer ", layer, " holds max_tokens = ", shape_.max_tokens,
@@ -167,8 +170,8 @@ public:
         check_usable();
         const std::int64_t T = tokens_.front();
         for (auto t : tokens_)
-            QAQ_CHECK(t == T, "rebalance between layers of a step: layers hold different token counts (", T, " and ",
-                      t, "); append the token to every layer first");
+            QAQ_CHECK(t == T, "rebalance between layers of a step: layers hold different token counts (", T, " and ", t,
+                      "); append the token to every layer first");
         const rebalance_counters before = counters_;
         if (T > 0) guarded([&] { rebalance_roles(T); });
         ++counters_.rebalances;
@@ -189,8 +192,8 @@ public:
         for (auto t : tokens_) QAQ_CHECK(t == 0, "prefill needs an empty cache; this one holds ", t, " tokens");
         const kv_shape expected{shape_.layers, 1, shape_.kv_heads, keys.shape.tokens, shape_.head_dim};
         QAQ_CHECK(keys.shape == expected && values.shape == expected, "prefill keys ", to_string(keys.shape),
-                  " and values ", to_string(values.shape), " must both be [layers, 1, kv_heads, tokens, head_dim] = ",
-                  to_string(expected));
+                  " and values ", to_string(values.shape),
+                  " must both be [layers, 1, kv_heads, tokens, head_dim] = ", to_string(expected));
         QAQ_CHECK(expected.tokens >= 1 && expected.tokens <= shape_.max_tokens, "prefill of ", expected.tokens,
                   " tokens; expected 1..max_tokens = ", shape_.max_tokens);
         if (!attention.empty() || keys_.needs_attention || values_.needs_attention) {
@@ -232,8 +235,9 @@ public:
         const device_buffer rows(sizeof(float) * static_cast<std::size_t>(groups * r.group_size));
         const packed_layer_view view = r.layer_view(layer);
         std::size_t bytes = 0;
-        ::qaq::throw_if_failed(dequantize_groups(nullptr, bytes, r.codec, view.groups, groups, rows.as<float>(), stream_),
-                               "dequantize_groups (workspace size)");
+        ::qaq::throw_if_failed(
+            dequantize_groups(nullptr, bytes, r.codec, view.groups, groups, rows.as<float>(), stream_),
+            "dequantize_groups (workspace size)");
         const device_buffer workspace(std::max<std::size_t>(bytes, 1));
         bytes = workspace.bytes();
         ::qaq::throw_if_failed(
@@ -263,7 +267,8 @@ public:
         for (std::int64_t h = 0; h < shape_.kv_heads; ++h)
             for (std::int64_t t = 0; t < T; ++t)
                 for (std::int64_t s = 0; s < r.groups_per_head; ++s)
-                    out.push_back(token_major[static_cast<std::size_t>(t * r.groups_per_token + h * r.groups_per_head + s)]);
+                    out.push_back(
+                        token_major[static_cast<std::size_t>(t * r.groups_per_token + h * r.groups_per_head + s)]);
         return out;
     }
 
@@ -273,7 +278,8 @@ public:
         const detail::device_cache_role& r = role == cache_role::key ? keys_ : values_;
         std::vector<std::uint8_t> all;
         for (std::int64_t l = 0; l < shape_.layers; ++l) {
-            const std::size_t count = static_cast<std::size_t>(tokens_[static_cast<std::size_t>(l)] * r.groups_per_token);
+            const std::size_t count =
+                static_cast<std::size_t>(tokens_[static_cast<std::size_t>(l)] * r.groups_per_token);
             const std::size_t at = all.size();
             all.resize(at + count);
             if (count > 0)
@@ -291,10 +297,9 @@ public:
     /// plan). attention_window: the device window rows. Waits for the stream.
     kv_cache_byte_report bytes() {
         refresh_outlier_totals();
-        const std::int64_t T = tokens_.front();
         kv_cache_byte_report r;
-        r.keys = keys_.bytes(T, outliers_[0]);
-        r.values = values_.bytes(T, outliers_[1]);
+        r.keys = keys_.bytes(tokens_, outliers_[0]);
+        r.values = values_.bytes(tokens_, outliers_[1]);
         r.host_copy = keys_.host_copy_bytes() + values_.host_copy_bytes();
         r.host_metadata = keys_.rebalance_metadata_bytes() + values_.rebalance_metadata_bytes();
         r.attention_window = static_cast<std::int64_t>(window_rows_.bytes() + window_lengths_.bytes());
@@ -345,8 +350,8 @@ private:
         const std::int64_t HD = shape_.kv_heads * shape_.head_dim, G = r.groups_per_token;
         QAQ_CUDA_CHECK(cudaMemcpyAsync(r.host_token(l, t), data, sizeof(float) * static_cast<std::size_t>(HD),
                                        cudaMemcpyDeviceToHost, stream_));
-        detail::count_non_finite_kernel<256>
-            <<<detail::grid_for((HD + 255) / 256), 256, 0, stream_>>>(data, HD, &device_diagnostics()->non_finite_inputs);
+        detail::count_non_finite_kernel<256><<<detail::grid_for((HD + 255) / 256), 256, 0, stream_>>>(
+            data, HD, &device_diagnostics()->non_finite_inputs);
         QAQ_CUDA_CHECK(cudaGetLastError());
 
         // A new token has no attention history: bits_max, as the host cache.
@@ -395,7 +400,8 @@ private:
     // Per role: new widths for every group (device), the changed ones selected
     // (cub::DeviceSelect), re-planned on the host, re-quantized from the host copy.
     void rebalance_roles(std::int64_t T) {
-        QAQ_CHECK(shape_.layers <= max_readback_layers, "the CUDA cache supports up to ", max_readback_layers, " layers");
+        QAQ_CHECK(shape_.layers <= max_readback_layers, "the CUDA cache supports up to ", max_readback_layers,
+                  " layers");
         detail::device_cache_role* roles[2] = {&keys_, &values_};
         auto* counts = readback_device_.as<std::uint64_t>();  // [2] selected, then [2][layers] outlier totals
         for (int i = 0; i < 2; ++i) select_changed(*roles[i], T, scans_[i], counts + i);
@@ -407,7 +413,8 @@ private:
         readback& back = *readback_.as<readback>();
         QAQ_CUDA_CHECK(cudaMemcpyAsync(&back.diagnostics, diagnostics_.data(), sizeof(cache_diagnostics),
                                        cudaMemcpyDeviceToHost, stream_));
-        QAQ_CUDA_CHECK(cudaMemcpyAsync(back.selected, counts, sizeof(std::uint64_t) * 2, cudaMemcpyDeviceToHost, stream_));
+        QAQ_CUDA_CHECK(
+            cudaMemcpyAsync(back.selected, counts, sizeof(std::uint64_t) * 2, cudaMemcpyDeviceToHost, stream_));
         for (int i = 0; i < 2; ++i)
             QAQ_CUDA_CHECK(cudaMemcpyAsync(back.totals[i], counts + 2 + i * shape_.layers,
                                            sizeof(std::uint64_t) * static_cast<std::size_t>(shape_.layers),
@@ -424,7 +431,8 @@ private:
         std::int64_t selected[2];
         for (int i = 0; i < 2; ++i) {
             selected[i] = static_cast<std::int64_t>(back.selected[i]);
-            changed_items_[i].reserve(sizeof(std::uint64_t) * static_cast<std::size_t>(std::max<std::int64_t>(selected[i], 1)));
+            changed_items_[i].reserve(sizeof(std::uint64_t) *
+                                      static_cast<std::size_t>(std::max<std::int64_t>(selected[i], 1)));
             if (selected[i] > 0)
                 QAQ_CUDA_CHECK(cudaMemcpyAsync(changed_items_[i].data(), scans_[i].selected.data(),
                                                sizeof(std::uint64_t) * static_cast<std::size_t>(selected[i]),
@@ -489,9 +497,8 @@ private:
         const std::int64_t n = r.group_size, G = r.groups_per_token;
         pinned_buffer& staging = requantize_staging_[i];
         device_buffer& on_device = requantize_device_[i];
-        staging.reserve(static_cast<std::size_t>(count) *
-                                    (sizeof(float) * static_cast<std::size_t>(n) + sizeof(std::int64_t) +
-                                     sizeof(std::uint64_t) + 1));
+        staging.reserve(static_cast<std::size_t>(count) * (sizeof(float) * static_cast<std::size_t>(n) +
+                                                           sizeof(std::int64_t) + sizeof(std::uint64_t) + 1));
         // One staging block, each array aligned: targets, slots, rows, widths.
         auto* targets = staging.as<std::int64_t>();
         auto* slots = reinterpret_cast<std::uint64_t*>(targets + count);
@@ -506,9 +513,12 @@ private:
             widths[k] = static_cast<std::uint8_t>(width);
             slots[k] = r.move_slot(g, width);
             const std::int64_t l = g / r.layer_groups, within = g % r.layer_groups;
-            std::memcpy(rows + k * n, r.host_token(l, within / G) + (within % G) * n, sizeof(float) * static_cast<std::size_t>(n));
-            if (width > old_width) ++counters_.groups_up;
-            else ++counters_.groups_down;
+            std::memcpy(rows + k * n, r.host_token(l, within / G) + (within % G) * n,
+                        sizeof(float) * static_cast<std::size_t>(n));
+            if (width > old_width)
+                ++counters_.groups_up;
+            else
+                ++counters_.groups_down;
             counters_.host_bytes_read += n * static_cast<std::int64_t>(sizeof(float));
         }
         r.fit_arena(stream_);
@@ -523,8 +533,8 @@ private:
 
         // The same data gives the same outliers and statistics: only width, parameters and codes change.
         rebalance_scratch_.reserve(count, n, max_bits, r.parameter_bytes, r.value_bytes, 0, stream_);
-        rebalance_scratch_.quantize(detail::listed_widths{device_widths}, false, r.ratio, r.codec, device_rows, count, n,
-                                    group_tokens{count, 1}, nullptr,
+        rebalance_scratch_.quantize(detail::listed_widths{device_widths}, false, r.ratio, r.codec, device_rows, count,
+                                    n, group_tokens{count, 1}, nullptr,
                                     rebalance_scratch_.out(rebalance_diagnostics_device() + i, false), stream_,
                                     "re-quantizing changed groups");
         detail::commit_plan plan;
@@ -552,21 +562,23 @@ private:
         for (std::int64_t l = 0; l < shape_.layers; ++l) {
             for (std::int64_t t = 0; t < T; ++t) {
                 for (std::int64_t h = 0; h < H; ++h) {
-                    for (std::int64_t d = 0; d < D; ++d) rows[static_cast<std::size_t>((t * H + h) * D + d)] = data(l, 0, h, t, d);
+                    for (std::int64_t d = 0; d < D; ++d)
+                        rows[static_cast<std::size_t>((t * H + h) * D + d)] = data(l, 0, h, t, d);
                     if (r.needs_attention)
-                        std::fill_n(per_group.begin() + t * G + h * S, S,
-                                    predicted[static_cast<std::size_t>(predicted_attention_index(data.shape, 0, t, l, h))]);
+                        std::fill_n(
+                            per_group.begin() + t * G + h * S, S,
+                            predicted[static_cast<std::size_t>(predicted_attention_index(data.shape, 0, t, l, h))]);
                 }
-                std::memcpy(r.host_token(l, t), rows.data() + t * H * D, sizeof(float) * static_cast<std::size_t>(H * D));
+                std::memcpy(r.host_token(l, t), rows.data() + t * H * D,
+                            sizeof(float) * static_cast<std::size_t>(H * D));
             }
             QAQ_CUDA_CHECK(cudaMemcpy(device_rows.data(), rows.data(), device_rows.bytes(), cudaMemcpyHostToDevice));
             if (r.needs_attention) device_predicted = device_buffer::from_host(per_group.data(), per_group.size());
             rebalance_scratch_.reserve(count, n, r.bits_max, r.parameter_bytes, r.value_bytes, count * n, stream_);
-            rebalance_scratch_.quantize(policies.bits, policies.needs_attention, r.ratio, r.codec,
-                                        device_rows.as<const float>(), count, n, group_tokens{T, G},
-                                        device_predicted.as<const float>(),
-                                        rebalance_scratch_.out(&device_diagnostics()->quantize, true), stream_,
-                                        "quantizing a prefill");
+            rebalance_scratch_.quantize(
+                policies.bits, policies.needs_attention, r.ratio, r.codec, device_rows.as<const float>(), count, n,
+                group_tokens{T, G}, device_predicted.as<const float>(),
+                rebalance_scratch_.out(&device_diagnostics()->quantize, true), stream_, "quantizing a prefill");
             std::vector<std::uint8_t> widths(static_cast<std::size_t>(count));
             std::uint64_t outliers = 0;
             QAQ_CUDA_CHECK(cudaMemcpyAsync(widths.data(), rebalance_scratch_.widths.data(), widths.size(),
@@ -576,7 +588,8 @@ private:
             QAQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
             std::vector<std::uint64_t> slots(static_cast<std::size_t>(count));
             for (std::int64_t j = 0; j < count; ++j)
-                slots[static_cast<std::size_t>(j)] = r.place_slot(l * r.layer_groups + j, widths[static_cast<std::size_t>(j)]);
+                slots[static_cast<std::size_t>(j)] =
+                    r.place_slot(l * r.layer_groups + j, widths[static_cast<std::size_t>(j)]);
             r.fit_arena(stream_);
             r.fit_outliers(l, static_cast<std::int64_t>(outliers), stream_);
             device_slots = device_buffer::from_host(slots.data(), slots.size());
@@ -606,7 +619,8 @@ private:
         for (std::int64_t l = 0; l < shape_.layers; ++l)
             for (std::int64_t r = std::max<std::int64_t>(0, R - window_); r < R; ++r) {
                 for (std::int64_t q = 0; q < Hq; ++q)
-                    for (std::int64_t t = 0; t < T; ++t) row[static_cast<std::size_t>(q * T + t)] = attention(l, 0, q, r, t);
+                    for (std::int64_t t = 0; t < T; ++t)
+                        row[static_cast<std::size_t>(q * T + t)] = attention(l, 0, q, r, t);
                 QAQ_CUDA_CHECK(cudaMemcpy(device_row.data(), row.data(), device_row.bytes(), cudaMemcpyHostToDevice));
                 observe_row(l, device_row.as<const float>(), T);
                 QAQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -615,15 +629,14 @@ private:
 
     void refresh_outlier_totals() {
         synchronize();
-        const std::int64_t T = tokens_.front();
-        for (auto t : tokens_) QAQ_CHECK(t == T, "bytes() between layers of a step; append the token to every layer first");
         detail::device_cache_role* roles[2] = {&keys_, &values_};
         for (int i = 0; i < 2; ++i) {
             std::vector<std::uint64_t> totals(static_cast<std::size_t>(shape_.layers));
             for (std::int64_t l = 0; l < shape_.layers; ++l)
                 QAQ_CUDA_CHECK(cudaMemcpy(&totals[static_cast<std::size_t>(l)],
-                                          roles[i]->outlier_offsets.as<std::uint64_t>() + l * (roles[i]->layer_groups + 1) +
-                                              T * roles[i]->groups_per_token,
+                                          roles[i]->outlier_offsets.as<std::uint64_t>() +
+                                              l * (roles[i]->layer_groups + 1) +
+                                              tokens_[static_cast<std::size_t>(l)] * roles[i]->groups_per_token,
                                           sizeof(std::uint64_t), cudaMemcpyDeviceToHost));
             for (std::int64_t l = 0; l < shape_.layers; ++l)
                 outliers_[static_cast<std::size_t>(i)][static_cast<std::size_t>(l)] =
