@@ -231,8 +231,11 @@ struct device_cache_role {
         return chunks[chunk].as<float>() + (t % host_chunk_tokens) * kv_heads * head_dim;
     }
 
-    /// Arena bytes for every slot planned so far.
-    void fit_arena(cudaStream_t stream) { grow_keeping(arena, plan.end(), arena.bytes(), stream); }
+    /// Arena bytes for every slot planned so far (at least one: a view needs a codes pointer
+    /// even when every group is 0 bits wide).
+    void fit_arena(cudaStream_t stream) {
+        grow_keeping(arena, std::max<std::size_t>(plan.end(), 1), arena.bytes(), stream);
+    }
 
     /// Room for `needed` outliers in layer l.
     void fit_outliers(std::int64_t l, std::int64_t needed, cudaStream_t stream) {
