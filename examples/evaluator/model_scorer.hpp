@@ -20,10 +20,11 @@
 // The model (and its float32 weight copy, model_options::dense_weights) is
 // built once per process and shared by the workers: it is immutable.
 //
-// The full-precision passes of the prefill protocol go through a
-// scoring_forward: the CPU model here, or a CUDA device (cuda_scorer.hpp).
-// Quantization always runs on the host, from the context's K/V as the
-// forward hands them back, so every device quantizes exactly alike.
+// The full-precision passes go through a scoring_forward: the CPU model here,
+// or a CUDA device (cuda_scorer.hpp). In the prefill protocol quantization
+// runs on the host, from the context's K/V as the forward hands them back, so
+// every device quantizes exactly alike; in the decode protocol each choice is
+// a decoding_session on the forward's device (qaq's packed cache there).
 
 #include <algorithm>
 #include <cmath>
@@ -74,6 +75,48 @@ private:
 /// The forward passes of the prefill protocol on one device: the context's
 /// prefill, and continuations of host caches (the exact context cache or a
 /// dequantized one) by a choice's tokens, in one batch.
+/// One choice decoded over qaq's packed cache (the decode protocol), on the
+/// device of the scoring_forward that started it.
+class decoding_session {
+public:
+    virtual ~decoding_session() = default;
+    /// One token through the cache: the next-token logits [vocab] and this
+    /// token's attention rows [layers][heads][tokens in the cache after it].
+    virtual void decode(std::int32_t token, float* logits, std::vector<float>& attention) = 0;
+    /// Layer `layer`'s keys or values as the cache reconstructs them, [kv_heads][tokens][head_dim].
+    virtual std::vector<float> dequantize(std::int64_t layer, qaq::cache_role role) = 0;
+    virtual qaq::kv_cache_byte_report bytes() = 0;
+    virtual qaq::reference_accounting accounting(qaq::cache_role role) = 0;
+};
+
+/// The decode protocol on the CPU model: quantized_decode_cache.
+class cpu_decoding_session final : public decoding_session {
+public:
+    cpu_decoding_session(const llama::llama_model& model, const llama::prefill_result& context, std::int64_t capacity,
+                         const qaq::quantizer_config& key, const qaq::quantizer_config& value)
+        : model_(model), cache_(model.config(), capacity, key, value) {
+        cache_.prefill(context);
+    }
+    void decode(std::int32_t token, float* logits, std::vector<float>& attention) override {
+        model_.decode(token, cache_, logits, &trace_);
+        attention.swap(trace_.attention);
+    }
+    std::vector<float> dequantize(std::int64_t layer, qaq::cache_role role) override {
+        const qaq::kv_cache_shape& s = cache_.cache().shape();
+        const std::int64_t count = s.kv_heads * cache_.cache().tokens(layer) * s.head_dim;
+        std::vector<float> out(static_cast<std::size_t>(count));
+        cache_.cache().dequantize(layer, role, out.data(), count);
+        return out;
+    }
+    qaq::kv_cache_byte_report bytes() override { return cache_.cache().bytes(); }
+    qaq::reference_accounting accounting(qaq::cache_role role) override { return cache_.cache().accounting(role); }
+
+private:
+    const llama::llama_model& model_;
+    llama::quantized_decode_cache cache_;
+    llama::decode_trace trace_;
+};
+
 class scoring_forward {
 public:
     /// `tokens` continuing a cache that holds `keys` and `values` [L, 1, Hk, T, D] (host memory).
@@ -87,8 +130,11 @@ public:
     virtual llama::prefill_result prefill(const std::vector<std::int32_t>& tokens, const llama::prefill_options& o) = 0;
     /// As llama_model::extend_batch over caches assigned from each continuation's K/V.
     virtual std::vector<llama::prefill_result> continue_all(const std::vector<continuation>& jobs) = 0;
-    /// Whether this is the host CPU model (which the decode protocol needs).
-    virtual bool is_cpu() const { return false; }
+    /// The decode protocol's cache of `capacity` tokens, quantized from
+    /// `context` (a prefill with keep_kv and attention rows).
+    virtual std::unique_ptr<decoding_session> start_decoding(const llama::prefill_result& context,
+                                                             std::int64_t capacity, const qaq::quantizer_config& key,
+                                                             const qaq::quantizer_config& value) = 0;
     /// Where it runs, for messages: "cpu" or e.g. "cuda:0 (NVIDIA H200, sm_90)".
     virtual std::string device() const = 0;
 };
@@ -112,7 +158,11 @@ public:
         for (std::size_t i = 0; i < jobs.size(); ++i) batch.push_back(llama::extend_job{jobs[i].tokens, &caches[i], jobs[i].options});
         return model_.extend_batch(batch);
     }
-    bool is_cpu() const override { return true; }
+    std::unique_ptr<decoding_session> start_decoding(const llama::prefill_result& context, std::int64_t capacity,
+                                                     const qaq::quantizer_config& key,
+                                                     const qaq::quantizer_config& value) override {
+        return std::make_unique<cpu_decoding_session>(model_, context, capacity, key, value);
+    }
     std::string device() const override { return "cpu"; }
 
 private:
@@ -200,9 +250,6 @@ public:
     void set_protocol(const std::string& protocol) override {
         QAQ_CHECK(protocol == "prefill" || protocol == "decode", "protocol \"", protocol,
                   "\": expected prefill or decode");
-        QAQ_CHECK(protocol == "prefill" || forward_->is_cpu(), "protocol \"", protocol, "\" is not yet available on ",
-                  forward_->device(), " (it decodes over qaq's packed cache on the CPU); use --protocol prefill there, "
-                  "or cpu devices");
         protocol_ = protocol;
     }
 
@@ -244,11 +291,10 @@ private:
     // codes, the window tracker observing each row, a rebalance per token).
     // Sizes are those of the cache after the last token (context and choice).
     std::vector<choice_scores> score_decoding(const std::vector<quantizer_pair>& pairs) const {
-        const llama::llama_model& m = model();
-        const llama::llama_config& c = m.config();
+        const llama::llama_config& c = model().config();
         const std::int64_t T = static_cast<std::int64_t>(context_tokens_.size());
         std::vector<choice_scores> out(pairs.size());
-        std::vector<float> logits(static_cast<std::size_t>(c.vocab));
+        std::vector<float> logits(static_cast<std::size_t>(c.vocab)), attention;
         for (std::size_t p = 0; p < pairs.size(); ++p) {
             choice_scores& o = out[p];
             o.context_tokens = static_cast<int>(T);
@@ -257,31 +303,33 @@ private:
             for (std::size_t i = 0; i < choice_tokens_.size(); ++i) {
                 const std::vector<std::int32_t>& tokens = choice_tokens_[i];
                 const std::int64_t n = static_cast<std::int64_t>(tokens.size());
-                llama::quantized_decode_cache cache(c, T + n, pairs[p].key, pairs[p].value);
-                cache.prefill(exact_.result);
+                const std::unique_ptr<decoding_session> cache =
+                    forward_->start_decoding(exact_.result, T + n, pairs[p].key, pairs[p].value);
                 if (i == 0) {
                     // K/V error of the context as first quantized (as in the prefill protocol).
-                    std::vector<float> keys(exact_.keys.size()), values(exact_.values.size());
-                    const std::int64_t per_layer = c.kv_heads * T * c.head_dim;
+                    std::vector<float> keys, values;
+                    keys.reserve(exact_.keys.size());
+                    values.reserve(exact_.values.size());
                     for (std::int64_t l = 0; l < c.layers; ++l) {
-                        cache.cache().dequantize(l, qaq::cache_role::key, keys.data() + l * per_layer, per_layer);
-                        cache.cache().dequantize(l, qaq::cache_role::value, values.data() + l * per_layer, per_layer);
+                        const std::vector<float> k = cache->dequantize(l, qaq::cache_role::key);
+                        const std::vector<float> v = cache->dequantize(l, qaq::cache_role::value);
+                        keys.insert(keys.end(), k.begin(), k.end());
+                        values.insert(values.end(), v.begin(), v.end());
                     }
                     o.key_error.add(exact_.keys.data(), keys.data(), keys.size());
                     o.value_error.add(exact_.values.data(), values.data(), values.size());
                 }
                 const llama::prefill_result& e = exact_choices_[i];
                 double sum = log_probability(exact_.result.logits_at(T - 1), tokens[0]);
-                llama::decode_trace trace;
                 for (std::int64_t k = 0; k < n; ++k) {
-                    m.decode(tokens[static_cast<std::size_t>(k)], cache, logits.data(), &trace);
+                    cache->decode(tokens[static_cast<std::size_t>(k)], logits.data(), attention);
                     if (k + 1 < n) sum += log_probability(logits.data(), tokens[static_cast<std::size_t>(k + 1)]);
                     o.logits_error.add(logits.data(), e.logits_at(T + k), static_cast<std::size_t>(c.vocab));
                     // This token's attention rows over the context positions.
                     const std::int64_t width = T + k + 1, rows = e.attention_dims.rows, ew = e.attention_dims.tokens;
                     for (std::int64_t l = 0; l < c.layers; ++l)
                         for (std::int64_t h = 0; h < c.heads; ++h)
-                            o.attention_error.add(&trace.attention[static_cast<std::size_t>((l * c.heads + h) * width)],
+                            o.attention_error.add(&attention[static_cast<std::size_t>((l * c.heads + h) * width)],
                                                   &e.attention[static_cast<std::size_t>(((l * c.heads + h) * rows + k) * ew)],
                                                   static_cast<std::size_t>(T));
                 }
@@ -289,10 +337,10 @@ private:
                 o.choice_tokens[i] = static_cast<int>(n);
                 if (i + 1 == choice_tokens_.size()) {
                     // Sizes of the last choice's final cache (context + choice).
-                    const auto bytes = cache.cache().bytes();
+                    const auto bytes = cache->bytes();
                     const double elements = static_cast<double>(c.layers * c.kv_heads * (T + n) * c.head_dim);
-                    const auto ka = cache.cache().accounting(qaq::cache_role::key);
-                    const auto va = cache.cache().accounting(qaq::cache_role::value);
+                    const auto ka = cache->accounting(qaq::cache_role::key);
+                    const auto va = cache->accounting(qaq::cache_role::value);
                     o.key_size = {elements, ka.average_bits, ka.bits_per_element, static_cast<double>(bytes.keys.used())};
                     o.value_size = {elements, va.average_bits, va.bits_per_element,
                                     static_cast<double>(bytes.values.used())};

@@ -65,8 +65,25 @@ TEST_CASE("cuda scorer: choice log-probabilities, errors and sizes equal the CPU
             CHECK(got[p].value_size.bytes == Approx(expected[p].value_size.bytes).epsilon(0.01));
         }
     }
-    // The decode protocol runs on the CPU model only, and says so.
-    CHECK_THROWS_WITH(gpu->set_protocol("decode"), Contains("not yet available on cuda:0"));
+    // The decode protocol: each choice decoded over qaq's device cache (the fp16 pair on the
+    // host model). Fixed widths: the caches hold the same codes up to float rounding of the
+    // forward, so scores agree closely with the CPU scorer's and sizes exactly.
+    cpu.set_protocol("decode");
+    gpu->set_protocol("decode");
+    for (const question& q : questions) {
+        const std::vector<choice_scores> expected = cpu.score_all(q.context, q.choices, pairs);
+        const std::vector<choice_scores> got = gpu->score_all(q.context, q.choices, pairs);
+        REQUIRE(got.size() == expected.size());
+        for (std::size_t p = 0; p < pairs.size(); ++p) {
+            INFO("decode protocol, context '" << q.context << "', pair " << p);
+            for (std::size_t i = 0; i < q.choices.size(); ++i)
+                CHECK(got[p].mean_logprob[i] == Approx(expected[p].mean_logprob[i]).margin(2e-3));
+            CHECK(got[p].key_size.average_bits == expected[p].key_size.average_bits);
+            CHECK(got[p].value_size.average_bits == expected[p].value_size.average_bits);
+            CHECK(got[p].key_error.mse() == Approx(expected[p].key_error.mse()).epsilon(0.05).margin(1e-9));
+            CHECK(got[p].attention_error.mse() == Approx(expected[p].attention_error.mse()).epsilon(0.1).margin(1e-8));
+        }
+    }
     gpu->set_protocol("prefill");
     // The CUDA factory takes cuda devices only.
     device_spec cpu_device;

@@ -103,7 +103,13 @@ qaq::reference_accounting cuda_quantized_cache::accounting(qaq::cache_role role)
     return state_->cache->accounting(role);
 }
 
-void cuda_llama_model::decode(std::int32_t token, cuda_quantized_cache& packed, float* logits) {
+std::vector<float> cuda_quantized_cache::dequantize(std::int64_t layer, qaq::cache_role role) {
+    state_->owner->use_device();
+    return state_->cache->dequantize(layer, role);
+}
+
+void cuda_llama_model::decode(std::int32_t token, cuda_quantized_cache& packed, float* logits,
+                              std::vector<float>* attention) {
     state& s = *state_;
     cuda_quantized_cache::state& q = *packed.state_;
     QAQ_CHECK(q.owner == &s, "decode: the quantized cache belongs to another model");
@@ -133,6 +139,7 @@ void cuda_llama_model::decode(std::int32_t token, cuda_quantized_cache& packed, 
     s.upload(s.tokens, std::vector<std::int32_t>{token}, "token ids");
     s.upload(s.columns, std::vector<kernels::token_column>{column}, "token columns");
     const auto* columns = s.columns.as<const kernels::token_column>();
+    if (attention) attention->resize(static_cast<std::size_t>(c.layers * H * T));
     const float eps = static_cast<float>(c.rms_eps);
 
     QAQ_CUDA_CHECK(kernels::embed(s.embeddings.as(), s.tokens.as<const std::int32_t>(), 1, E, s.x.as(), s.stream));
@@ -147,6 +154,10 @@ void cuda_llama_model::decode(std::int32_t token, cuda_quantized_cache& packed, 
         cache.append(l, s.k.as(), Hk * D, s.v.as(), Hk * D);
         cache.attend(l, s.q.as(), H * D, s.att.as(), H * D, s.scores.as(), H * T);
         cache.observe(l, s.scores.as(), H * T);
+        if (attention)  // to pageable memory: the copy completes before the call returns
+            QAQ_CUDA_CHECK(cudaMemcpyAsync(attention->data() + l * H * T, s.scores.as(),
+                                           sizeof(float) * static_cast<std::size_t>(H * T), cudaMemcpyDeviceToHost,
+                                           s.stream));
         s.multiply(w.o.as(), E, c.q_dim(), s.att.as(), 1, s.x.as(), true);  // x += W_o att
 
         QAQ_CUDA_CHECK(kernels::rms_norm(s.x.as(), w.ffn_norm.as(), nullptr, 1, E, eps, s.h.as(), s.stream));

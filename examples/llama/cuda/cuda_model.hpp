@@ -108,6 +108,8 @@ public:
     qaq::kv_cache_byte_report bytes();
     /// The original implementation's accounting of one role (waits for the device).
     qaq::reference_accounting accounting(qaq::cache_role role);
+    /// Layer `layer`'s keys or values as reconstructed from the codes, [kv_heads][tokens][head_dim].
+    std::vector<float> dequantize(std::int64_t layer, qaq::cache_role role);
     const qaq::rebalance_counters& last_rebalance() const noexcept;
     const qaq::rebalance_counters& counters() const noexcept;
 
@@ -153,8 +155,11 @@ public:
     /// One token at position cache.tokens() through qaq's device cache (as
     /// llama_model::decode over a quantized_decode_cache): every layer appends,
     /// attends over the codes and observes; the step ends with the cache's
-    /// rebalance. Writes the next-token logits [vocab] unless `logits` is null.
-    void decode(std::int32_t token, cuda_quantized_cache& cache, float* logits);
+    /// rebalance. Writes the next-token logits [vocab] unless `logits` is null,
+    /// and, when `attention` is given, the token's attention rows over the
+    /// cache [layers][heads][tokens after it] (as decode_trace::attention).
+    void decode(std::int32_t token, cuda_quantized_cache& cache, float* logits,
+                std::vector<float>* attention = nullptr);
 
     /// log p(tokens[p + 1] | tokens[0..p]) for p = first, ..., size - 2, from
     /// one prefill; the log-softmax is taken on the device, so only these
