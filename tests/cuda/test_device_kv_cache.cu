@@ -186,6 +186,37 @@ TEST_CASE("device cache: sub_head mean-centred fp32 groups without outliers foll
     run_protocol(qaq_keys(), sub_head_mean_centred(), 12);
 }
 
+TEST_CASE("device cache: fixed widths, 0-bit values included, attend as the host cache", "[device_kv_cache]") {
+    qaq::quantizer_config keys, values;
+    keys.fixed_bits = 4;
+    values.fixed_bits = 0;  // every value group holds no codes: the arena holds nothing
+    const qaq::kv_cache_shape shape{2, 1, 2, 32, 8};
+    const std::int64_t H = shape.kv_heads, Hq = shape.query_heads, D = shape.head_dim;
+    host_cache host(shape, qaq::dynamic_quantizer(keys), qaq::dynamic_quantizer(values));
+    qaq::cuda::device_kv_cache device(shape, keys, values);
+    std::mt19937 rng(21);
+    for (int step = 0; step < 3; ++step) {
+        for (std::int64_t l = 0; l < shape.layers; ++l) {
+            const std::vector<float> k = draw(rng, H * D), v = draw(rng, H * D), q = draw(rng, Hq * D, 0.5f);
+            host.append(l, k.data(), H * D, v.data(), H * D);
+            const device_vector dk(k), dv(v), dq(q);
+            device.append(l, dk.get(), H * D, dv.get(), H * D);
+            const std::int64_t T = host.tokens(l);
+            std::vector<float> out(static_cast<std::size_t>(Hq * D)), p(static_cast<std::size_t>(Hq * T));
+            host.attend(l, q.data(), Hq * D, out.data(), Hq * D, p.data(), Hq * T);
+            const device_vector dout(static_cast<std::size_t>(Hq * D)), dp(static_cast<std::size_t>(Hq * T));
+            device.attend(l, dq.get(), Hq * D, dout.get(), Hq * D, dp.get(), Hq * T);
+            const std::vector<float> got = dout.buffer.to_host<float>(out.size());
+            for (std::size_t i = 0; i < out.size(); ++i) REQUIRE(std::fabs(got[i] - out[i]) <= 1e-4f * (1.0f + std::fabs(out[i])));
+            device.observe(l, dp.get(), Hq * T);
+        }
+        const qaq::rebalance_counters c = device.rebalance();
+        CHECK(c.groups_up + c.groups_down == 0);  // fixed widths never move
+    }
+    check_same_state(host, device);
+    CHECK(device.bytes().values.codes == 0);
+}
+
 TEST_CASE("device cache: bad input is refused, device-side conditions surface at the next wait", "[device_kv_cache]") {
     const qaq::kv_cache_shape shape{2, 2, 4, 32, 8};
     const std::int64_t H = shape.kv_heads, D = shape.head_dim, Hq = shape.query_heads;
