@@ -26,6 +26,7 @@
 #include "qaq/attention_window.hpp"
 #include "qaq/backend/cpu/code_kernels.hpp"
 #include "qaq/cache/group_stream.hpp"
+#include "qaq/cache/step_tracker.hpp"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
 #include "qaq/group_statistics.hpp"
@@ -37,14 +38,6 @@
 #include "qaq/types.hpp"
 
 QAQ_NAMESPACE_BEGIN
-
-struct kv_cache_shape {
-    std::int64_t layers = 0;
-    std::int64_t kv_heads = 0;
-    std::int64_t query_heads = 0;  ///< a multiple of kv_heads (grouped-query attention)
-    std::int64_t head_dim = 0;
-    std::int64_t max_tokens = 0;   ///< capacity; appending beyond it is an error
-};
 
 /// Where a group that needs fewer bits is re-quantized from.
 enum class downgrade_source : std::uint8_t {
@@ -62,6 +55,16 @@ struct rebalance_counters {
     std::int64_t groups_up = 0;
     std::int64_t groups_down = 0;
     std::int64_t host_bytes_read = 0;
+
+    /// What happened since `before`, reported as one rebalance.
+    rebalance_counters since(const rebalance_counters& before) const noexcept {
+        rebalance_counters step = *this;
+        step.groups_up -= before.groups_up;
+        step.groups_down -= before.groups_down;
+        step.host_bytes_read -= before.host_bytes_read;
+        step.rebalances = 1;
+        return step;
+    }
 };
 
 /// Every byte the cache holds. keys/values: the compressed memory (codes in
@@ -87,25 +90,16 @@ class quantized_kv_cache {
 public:
     quantized_kv_cache(const kv_cache_shape& shape, KeyQuantizer keys, ValueQuantizer values,
                        kv_cache_options options = {})
-        : shape_(shape), options_(options), keys_(std::move(keys)), values_(std::move(values)) {
-        QAQ_CHECK(shape.layers >= 1 && shape.kv_heads >= 1 && shape.head_dim >= 1 && shape.max_tokens >= 1,
-                  "cache shape needs layers, kv_heads, head_dim and max_tokens >= 1; got layers ", shape.layers,
-                  ", kv_heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ", max_tokens ", shape.max_tokens);
-        QAQ_CHECK(shape.query_heads >= shape.kv_heads && shape.query_heads % shape.kv_heads == 0, "query_heads ",
-                  shape.query_heads, " must be a positive multiple of kv_heads ", shape.kv_heads);
+        : steps_(shape), shape_(shape), options_(options), keys_(std::move(keys)), values_(std::move(values)) {
         keys_.init(shape, "key");
         values_.init(shape, "value");
         window_ = attention_window(shape.layers, shape.kv_heads, shape.query_heads,
                                    std::max(keys_.quantizer.window(), values_.quantizer.window()));
-        tokens_.assign(static_cast<std::size_t>(shape.layers), 0);
     }
 
     const kv_cache_shape& shape() const noexcept { return shape_; }
     /// Tokens held by `layer`.
-    std::int64_t tokens(std::int64_t layer = 0) const {
-        check_layer(layer);
-        return tokens_[static_cast<std::size_t>(layer)];
-    }
+    std::int64_t tokens(std::int64_t layer = 0) const { return steps_.tokens(layer); }
     const rebalance_counters& counters() const noexcept { return counters_; }
     const KeyQuantizer& key_quantizer() const noexcept { return keys_.quantizer; }
     const ValueQuantizer& value_quantizer() const noexcept { return values_.quantizer; }
@@ -115,17 +109,8 @@ public:
     /// Layers take the token in order 0, 1, ..., layers - 1.
     void append(std::int64_t layer, const float* keys, std::int64_t key_count, const float* values,
                 std::int64_t value_count) {
-        check_layer(layer);
-        const std::int64_t expected = shape_.kv_heads * shape_.head_dim;
-        QAQ_CHECK(key_count == expected && value_count == expected, "append got ", key_count, " keys and ",
-                  value_count, " values; expected kv_heads x head_dim = ", expected, " each");
-        const std::int64_t t = tokens_[static_cast<std::size_t>(layer)];
-        QAQ_CHECK(t < shape_.max_tokens, "the cache is full: layer ", layer, " holds max_tokens = ", shape_.max_tokens,
-                  " tokens");
-        const std::int64_t previous = layer == 0 ? tokens_.back() : tokens_[static_cast<std::size_t>(layer - 1)] - 1;
-        QAQ_CHECK(t == previous, "layer ", layer, " already holds ", t,
-                  " tokens; a token is appended to layers 0..", shape_.layers - 1, " in order");
-        for (std::int64_t i = 0; i < expected; ++i)
+        (void)steps_.check_append(layer, key_count, value_count);
+        for (std::int64_t i = 0; i < key_count; ++i)
             QAQ_CHECK(std::isfinite(keys[i]) && std::isfinite(values[i]), "non-finite key or value at index ", i,
                       " of layer ", layer, "; the cache accepts finite values only");
         // Both roles encode the whole token before either stores anything, so a refused token
@@ -134,7 +119,7 @@ public:
         values_.stage_token(shape_, values);
         keys_.commit_token(shape_, layer, keys);
         values_.commit_token(shape_, layer, values);
-        ++tokens_[static_cast<std::size_t>(layer)];
+        steps_.appended(layer);
     }
 
     /// Attention of one query token over every cached token of `layer`, straight
@@ -142,14 +127,8 @@ public:
     /// output [query_heads][head_dim], probabilities [query_heads][tokens(layer)].
     void attend(std::int64_t layer, const float* queries, std::int64_t query_count, float* output,
                 std::int64_t output_count, float* probabilities, std::int64_t probability_count) const {
-        check_layer(layer);
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        const std::int64_t T = steps_.check_attend(layer, query_count, output_count, probability_count);
         const std::int64_t D = shape_.head_dim, Hq = shape_.query_heads;
-        QAQ_CHECK(T >= 1, "attend on layer ", layer, " with no tokens; append first");
-        QAQ_CHECK(query_count == Hq * D && output_count == Hq * D, "attend got ", query_count, " query and ",
-                  output_count, " output values; expected query_heads x head_dim = ", Hq * D);
-        QAQ_CHECK(probability_count == Hq * T, "attend got room for ", probability_count,
-                  " probabilities; expected query_heads x tokens = ", Hq * T);
         const std::int64_t per_kv = Hq / shape_.kv_heads;
         const float scale = 1.0f / std::sqrt(static_cast<float>(D));
         for (std::int64_t h = 0; h < shape_.kv_heads; ++h) {
@@ -166,32 +145,20 @@ public:
 
     /// Records an attention row of `layer` ([query_heads][tokens(layer)]) in the window tracker.
     void observe(std::int64_t layer, const float* probabilities, std::int64_t probability_count) {
-        check_layer(layer);
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
-        QAQ_CHECK(probability_count == shape_.query_heads * T, "observe got ", probability_count,
-                  " probabilities; expected query_heads x tokens = ", shape_.query_heads * T);
-        window_.observe(layer, probabilities, T);
+        window_.observe(layer, probabilities, steps_.check_observe(layer, probability_count));
     }
 
     /// Recomputes every group's width and re-quantizes the groups whose width
     /// changed. An empty cache has nothing to rebalance (a no-op).
     rebalance_counters rebalance() {
-        const std::int64_t T = tokens_.front();
-        for (auto t : tokens_)
-            QAQ_CHECK(t == T, "rebalance between layers of a step: layers hold different token counts (", T, " and ",
-                      t, "); append the token to every layer first");
+        const std::int64_t T = steps_.step_tokens();
         const rebalance_counters before = counters_;
         if (T > 0) {
             keys_.rebalance(shape_, T, window_, options_.downgrade, counters_);
             values_.rebalance(shape_, T, window_, options_.downgrade, counters_);
         }
         ++counters_.rebalances;
-        rebalance_counters step = counters_;
-        step.groups_up -= before.groups_up;
-        step.groups_down -= before.groups_down;
-        step.host_bytes_read -= before.host_bytes_read;
-        step.rebalances = 1;
-        return step;
+        return counters_.since(before);
     }
 
     /// Quantizes a whole prefilled cache in one call, exactly as the whole-tensor
@@ -200,19 +167,8 @@ public:
     /// reads attention). The last rows seed the attention window. The cache must be empty.
     void prefill(const kv_view<const float>& keys, const kv_view<const float>& values,
                  const attention_view<const float>& attention = {}) {
-        for (auto t : tokens_) QAQ_CHECK(t == 0, "prefill needs an empty cache; this one holds ", t, " tokens");
-        const kv_shape expected{shape_.layers, 1, shape_.kv_heads, keys.shape.tokens, shape_.head_dim};
-        QAQ_CHECK(keys.shape == expected && values.shape == expected, "prefill keys ", to_string(keys.shape),
-                  " and values ", to_string(values.shape), " must both be [layers, 1, kv_heads, tokens, head_dim] = ",
-                  to_string(expected));
-        QAQ_CHECK(expected.tokens >= 1 && expected.tokens <= shape_.max_tokens, "prefill of ", expected.tokens,
-                  " tokens; expected 1..max_tokens = ", shape_.max_tokens);
-        const bool needs_attention = keys_.quantizer.needs_attention() || values_.quantizer.needs_attention();
-        if (!attention.empty() || needs_attention) {
-            check_attention_shape(attention, expected);
-            QAQ_CHECK(attention.shape.query_heads == shape_.query_heads, "prefill attention has ",
-                      attention.shape.query_heads, " query heads; the cache has ", shape_.query_heads);
-        }
+        const kv_shape expected = steps_.check_prefill(
+            keys, values, attention, keys_.quantizer.needs_attention() || values_.quantizer.needs_attention());
         try {
             keys_.prefill(shape_, keys, attention);
             values_.prefill(shape_, values, attention);
@@ -222,7 +178,7 @@ public:
             values_.init(shape_, "value");
             throw;
         }
-        for (auto& t : tokens_) t = expected.tokens;
+        steps_.set_all(expected.tokens);
         if (!attention.empty()) {
             const std::int64_t T = expected.tokens, R = attention.shape.rows;
             std::vector<float> row(static_cast<std::size_t>(shape_.query_heads * T));
@@ -238,8 +194,7 @@ public:
     /// Reconstructs one layer of keys or values into out [kv_heads][tokens][head_dim]
     /// (for evaluation and tests; attend never does this).
     void dequantize(std::int64_t layer, cache_role role, float* out, std::int64_t out_count) const {
-        check_layer(layer);
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        const std::int64_t T = steps_.tokens(layer);
         QAQ_CHECK(out_count == shape_.kv_heads * T * shape_.head_dim, "dequantize got room for ", out_count,
                   " values; expected kv_heads x tokens x head_dim = ", shape_.kv_heads * T * shape_.head_dim);
         std::vector<std::uint32_t> scratch(static_cast<std::size_t>(shape_.head_dim));
@@ -801,17 +756,14 @@ private:
         a /= a.sum();
     }
 
-    void check_layer(std::int64_t layer) const {
-        QAQ_CHECK(layer >= 0 && layer < shape_.layers, "layer ", layer, " is out of range; the cache has ",
-                  shape_.layers, " layers");
-    }
+    void check_layer(std::int64_t layer) const { steps_.check_layer(layer); }
 
+    cache::step_tracker steps_;  // token counts and argument checks (shared with the CUDA cache)
     kv_cache_shape shape_;
     kv_cache_options options_;
     role_store<KeyQuantizer> keys_;
     role_store<ValueQuantizer> values_;
     attention_window window_;
-    std::vector<std::int64_t> tokens_;
     rebalance_counters counters_;
 };
 

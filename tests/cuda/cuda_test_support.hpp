@@ -47,6 +47,20 @@ inline std::vector<float> draw_attention(std::mt19937& rng, const qaq::attention
     return p;
 }
 
+/// One attention row per query head over `tokens` tokens: softmax of normal
+/// logits with standard deviation `spread` (larger: peaked on fewer tokens).
+inline std::vector<float> softmax_rows(std::mt19937& rng, std::int64_t query_heads, std::int64_t tokens,
+                                       float spread) {
+    std::normal_distribution<float> logit(0.0f, spread);
+    std::vector<float> p(static_cast<std::size_t>(query_heads * tokens));
+    for (std::int64_t q = 0; q < query_heads; ++q) {
+        double sum = 0;
+        for (std::int64_t t = 0; t < tokens; ++t) sum += (p[static_cast<std::size_t>(q * tokens + t)] = std::exp(logit(rng)));
+        for (std::int64_t t = 0; t < tokens; ++t) p[static_cast<std::size_t>(q * tokens + t)] /= static_cast<float>(sum);
+    }
+    return p;
+}
+
 /// The cache's groups in docs/method.md order, as the [groups, n] buffer quantize_groups reads.
 inline std::vector<float> gather_groups(const qaq::group_layout& layout, const qaq::kv_view<const float>& cache) {
     std::vector<float> rows(static_cast<std::size_t>(layout.group_count() * layout.group_size()));

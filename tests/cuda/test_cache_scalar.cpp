@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda_test_support.hpp"
 #include "qaq/attention_window.hpp"
 #include "qaq/backend/cuda/cache_scalar.cuh"
 #include "qaq/backend/cuda/scalar_core.cuh"
@@ -19,17 +20,7 @@
 namespace {
 
 namespace qd = qaq::cuda::detail;
-
-std::vector<float> softmax_rows(std::mt19937& rng, std::int64_t query_heads, std::int64_t tokens) {
-    std::normal_distribution<float> logit(0.0f, 2.0f);
-    std::vector<float> p(static_cast<std::size_t>(query_heads * tokens));
-    for (std::int64_t q = 0; q < query_heads; ++q) {
-        double sum = 0;
-        for (std::int64_t t = 0; t < tokens; ++t) sum += (p[static_cast<std::size_t>(q * tokens + t)] = std::exp(logit(rng)));
-        for (std::int64_t t = 0; t < tokens; ++t) p[static_cast<std::size_t>(q * tokens + t)] /= static_cast<float>(sum);
-    }
-    return p;
-}
+using qaq_cuda_test::softmax_rows;
 
 /// The device window of `layers` layers as cache_kernels.cuh keeps it, filled through window_entry.
 struct device_window {
@@ -78,7 +69,7 @@ TEST_CASE("cache scalar: window rows and predicted attention equal attention_win
             // Rows of growing length, as decode steps make them: each must be covered only where it reaches.
             for (std::int64_t T = 1; T <= 12; ++T)
                 for (std::int64_t l = 0; l < layers; ++l) {
-                    const std::vector<float> p = softmax_rows(rng, Hq, T);
+                    const std::vector<float> p = softmax_rows(rng, Hq, T, 2.0f);
                     host.observe(l, p.data(), T);
                     REQUIRE(device.observe(l, p, T) == 0);
                     const qd::width_scan scan = device.scan();
@@ -114,7 +105,7 @@ TEST_CASE("cache scalar: new widths equal the bits policies' and carry their gro
     for (std::int64_t step = 0; step < 7; ++step)  // more rows than the window holds
         for (std::int64_t l = 0; l < layers; ++l) {
             const std::int64_t tokens = T - 6 + step < T ? T - 6 + step : T;
-            const std::vector<float> p = softmax_rows(rng, Hq, tokens);
+            const std::vector<float> p = softmax_rows(rng, Hq, tokens, 2.0f);
             host.observe(l, p.data(), tokens);
             device.observe(l, p, tokens);
         }

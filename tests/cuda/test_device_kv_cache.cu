@@ -23,10 +23,11 @@ namespace {
 using namespace qaq_cuda_test;
 using host_cache = qaq::quantized_kv_cache<qaq::dynamic_quantizer, qaq::dynamic_quantizer>;
 
-qaq::quantizer_config qaq_keys() {
+/// QAQ's formulas for one role: 2..8 bits, window 3, 2% outliers, zero-point codec.
+qaq::quantizer_config qaq_role(qaq::cache_role role) {
     qaq::quantizer_config c;
-    c.role = qaq::cache_role::key;
-    c.bits = qaq::bits_kind::key_query_norm;
+    c.role = role;
+    c.bits = role == qaq::cache_role::key ? qaq::bits_kind::key_query_norm : qaq::bits_kind::value_attention;
     c.q_norm = 30.0;
     c.target_error = 0.2;
     c.bits_min = 2;
@@ -36,18 +37,8 @@ qaq::quantizer_config qaq_keys() {
     c.codec = qaq::codec_kind::uniform_zero_point;
     return c;
 }
-qaq::quantizer_config qaq_values() {
-    qaq::quantizer_config c;
-    c.role = qaq::cache_role::value;
-    c.bits = qaq::bits_kind::value_attention;
-    c.target_error = 0.2;
-    c.bits_min = 2;
-    c.bits_max = 8;
-    c.window = 3;
-    c.outlier_ratio = 0.02;
-    c.codec = qaq::codec_kind::uniform_zero_point;
-    return c;
-}
+qaq::quantizer_config qaq_keys() { return qaq_role(qaq::cache_role::key); }
+qaq::quantizer_config qaq_values() { return qaq_role(qaq::cache_role::value); }
 qaq::quantizer_config sub_head_mean_centred() {
     qaq::quantizer_config c = qaq_values();
     c.codec = qaq::codec_kind::uniform_mean_centred;
@@ -64,18 +55,6 @@ std::vector<float> draw(std::mt19937& rng, std::int64_t n, float scale = 1.0f) {
     for (auto& v : x) v = normal(rng);
     for (std::size_t i = 0; i < x.size(); i += 53) x[i] *= 12.0f;  // quantile outliers
     return x;
-}
-
-/// A softmax row per query head over T tokens, peaked on a few tokens so widths move.
-std::vector<float> draw_row(std::mt19937& rng, std::int64_t query_heads, std::int64_t T) {
-    std::normal_distribution<float> logit(0.0f, 2.5f);
-    std::vector<float> p(static_cast<std::size_t>(query_heads * T));
-    for (std::int64_t q = 0; q < query_heads; ++q) {
-        double sum = 0;
-        for (std::int64_t t = 0; t < T; ++t) sum += (p[static_cast<std::size_t>(q * T + t)] = std::exp(logit(rng)));
-        for (std::int64_t t = 0; t < T; ++t) p[static_cast<std::size_t>(q * T + t)] /= static_cast<float>(sum);
-    }
-    return p;
 }
 
 /// Device and host reconstructions each lie within 4 float epsilons of the reference's.
@@ -157,7 +136,7 @@ void run_protocol(const qaq::quantizer_config& keys, const qaq::quantizer_config
             for (std::size_t i = 0; i < p.size(); ++i) REQUIRE(std::fabs(got_p[i] - p[i]) <= 2e-6f + 1e-4f * p[i]);
 
             // A sharper row than attend's, so that widths change in both directions.
-            const std::vector<float> row = draw_row(rng, Hq, T);
+            const std::vector<float> row = softmax_rows(rng, Hq, T, 2.5f);
             host.observe(l, row.data(), Hq * T);
             const device_vector drow(row);
             device.observe(l, drow.get(), Hq * T);

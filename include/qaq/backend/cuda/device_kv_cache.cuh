@@ -43,6 +43,7 @@
 #include "qaq/backend/cuda/device_memory.cuh"
 #include "qaq/config.hpp"
 #include "qaq/error.hpp"
+#include "qaq/cache/step_tracker.hpp"
 #include "qaq/kv_cache.hpp"
 #include "qaq/predicted_attention.hpp"
 #include "qaq/reference_accounting.hpp"
@@ -55,12 +56,7 @@ class device_kv_cache {
 public:
     device_kv_cache(const kv_cache_shape& shape, quantizer_config keys, quantizer_config values,
                     kv_cache_options options = {}, cudaStream_t stream = nullptr)
-        : shape_(shape), options_(options), stream_(stream) {
-        QAQ_CHECK(shape.layers >= 1 && shape.kv_heads >= 1 && shape.head_dim >= 1 && shape.max_tokens >= 1,
-                  "cache shape needs layers, kv_heads, head_dim and max_tokens >= 1; got layers ", shape.layers,
-                  ", kv_heads ", shape.kv_heads, ", head_dim ", shape.head_dim, ", max_tokens ", shape.max_tokens);
-        QAQ_CHECK(shape.query_heads >= shape.kv_heads && shape.query_heads % shape.kv_heads == 0, "query_heads ",
-                  shape.query_heads, " must be a positive multiple of kv_heads ", shape.kv_heads);
+        : steps_(shape), shape_(shape), options_(options), stream_(stream) {
         QAQ_CHECK(shape.query_heads / shape.kv_heads <= detail::attend_max_queries_per_kv &&
                       shape.head_dim <= detail::attend_max_head_dim,
                   "the CUDA attention supports up to ", detail::attend_max_queries_per_kv,
@@ -83,7 +79,6 @@ public:
         QAQ_CUDA_CHECK(cudaMemsetAsync(diagnostics_.data(), 0, diagnostics_.bytes(), stream_));
         readback_ = pinned_buffer(sizeof(readback));
         readback_device_ = device_buffer(sizeof(std::uint64_t) * static_cast<std::size_t>(2 + 2 * shape.layers));
-        tokens_.assign(static_cast<std::size_t>(shape.layers), 0);
         observed_.assign(static_cast<std::size_t>(shape.layers), 0);
         outliers_.assign(2, std::vector<std::int64_t>(static_cast<std::size_t>(shape.layers), 0));
         QAQ_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -94,10 +89,7 @@ public:
 
     const kv_cache_shape& shape() const noexcept { return shape_; }
     cudaStream_t stream() const noexcept { return stream_; }
-    std::int64_t tokens(std::int64_t layer = 0) const {
-        check_layer(layer);
-        return tokens_[static_cast<std::size_t>(layer)];
-    }
+    std::int64_t tokens(std::int64_t layer = 0) const { return steps_.tokens(layer); }
     const rebalance_counters& counters() const noexcept { return counters_; }
     const quantizer_config& key_config() const noexcept { return keys_.config; }
     const quantizer_config& value_config() const noexcept { return values_.config; }
@@ -106,22 +98,13 @@ public:
     void append(std::int64_t layer, const float* keys, std::int64_t key_count, const float* values,
                 std::int64_t value_count) {
         check_usable();
-        check_layer(layer);
-        const std::int64_t expected = shape_.kv_heads * shape_.head_dim;
-        QAQ_CHECK(key_count == expected && value_count == expected, "append got ", key_count, " keys and ", value_count,
-                  " values; expected kv_heads x head_dim = ", expected, " each");
+        const std::int64_t t = steps_.check_append(layer, key_count, value_count);
         QAQ_CHECK(keys != nullptr && values != nullptr, "append got a null keys or values pointer");
-        const std::int64_t t = tokens_[static_cast<std::size_t>(layer)];
-        QAQ_CHECK(t < shape_.max_tokens, "the cache is full: layer ", layer, " holds max_tokens = ", shape_.max_tokens,
-                  " tokens");
-        const std::int64_t previous = layer == 0 ? tokens_.back() : tokens_[static_cast<std::size_t>(layer - 1)] - 1;
-        QAQ_CHECK(t == previous, "layer ", layer, " already holds ", t, " tokens; a token is appended to layers 0..",
-                  shape_.layers - 1, " in order");
         guarded([&] {
             append_role(keys_, layer, t, keys);
             append_role(values_, layer, t, values);
         });
-        ++tokens_[static_cast<std::size_t>(layer)];
+        steps_.appended(layer);
     }
 
     /// Attention of one query token over every cached token of `layer`, straight over
@@ -130,14 +113,8 @@ public:
     void attend(std::int64_t layer, const float* queries, std::int64_t query_count, float* output,
                 std::int64_t output_count, float* probabilities, std::int64_t probability_count) {
         check_usable();
-        check_layer(layer);
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        const std::int64_t T = steps_.check_attend(layer, query_count, output_count, probability_count);
         const std::int64_t D = shape_.head_dim, Hq = shape_.query_heads;
-        QAQ_CHECK(T >= 1, "attend on layer ", layer, " with no tokens; append first");
-        QAQ_CHECK(query_count == Hq * D && output_count == Hq * D, "attend got ", query_count, " query and ",
-                  output_count, " output values; expected query_heads x head_dim = ", Hq * D);
-        QAQ_CHECK(probability_count == Hq * T, "attend got room for ", probability_count,
-                  " probabilities; expected query_heads x tokens = ", Hq * T);
         QAQ_CHECK(queries != nullptr && output != nullptr && probabilities != nullptr,
                   "attend got a null queries, output or probabilities pointer");
         const attend_shape shape{T, shape_.kv_heads, Hq, D};
@@ -156,10 +133,7 @@ public:
     /// Records an attention row of `layer` (device [query_heads][tokens(layer)]) in the window.
     void observe(std::int64_t layer, const float* probabilities, std::int64_t probability_count) {
         check_usable();
-        check_layer(layer);
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
-        QAQ_CHECK(probability_count == shape_.query_heads * T, "observe got ", probability_count,
-                  " probabilities; expected query_heads x tokens = ", shape_.query_heads * T);
+        const std::int64_t T = steps_.check_observe(layer, probability_count);
         QAQ_CHECK(probabilities != nullptr, "observe got a null probabilities pointer");
         guarded([&] { observe_row(layer, probabilities, T); });
     }
@@ -168,19 +142,11 @@ public:
     /// changed, from the full-precision host copy. Waits for the stream.
     rebalance_counters rebalance() {
         check_usable();
-        const std::int64_t T = tokens_.front();
-        for (auto t : tokens_)
-            QAQ_CHECK(t == T, "rebalance between layers of a step: layers hold different token counts (", T, " and ", t,
-                      "); append the token to every layer first");
+        const std::int64_t T = steps_.step_tokens();
         const rebalance_counters before = counters_;
         if (T > 0) guarded([&] { rebalance_roles(T); });
         ++counters_.rebalances;
-        rebalance_counters step = counters_;
-        step.groups_up -= before.groups_up;
-        step.groups_down -= before.groups_down;
-        step.host_bytes_read -= before.host_bytes_read;
-        step.rebalances = 1;
-        return step;
+        return counters_.since(before);
     }
 
     /// Quantizes a whole prefilled cache (host keys and values [layers, 1, kv_heads,
@@ -189,22 +155,12 @@ public:
     void prefill(const kv_view<const float>& keys, const kv_view<const float>& values,
                  const attention_view<const float>& attention = {}) {
         check_usable();
-        for (auto t : tokens_) QAQ_CHECK(t == 0, "prefill needs an empty cache; this one holds ", t, " tokens");
-        const kv_shape expected{shape_.layers, 1, shape_.kv_heads, keys.shape.tokens, shape_.head_dim};
-        QAQ_CHECK(keys.shape == expected && values.shape == expected, "prefill keys ", to_string(keys.shape),
-                  " and values ", to_string(values.shape),
-                  " must both be [layers, 1, kv_heads, tokens, head_dim] = ", to_string(expected));
-        QAQ_CHECK(expected.tokens >= 1 && expected.tokens <= shape_.max_tokens, "prefill of ", expected.tokens,
-                  " tokens; expected 1..max_tokens = ", shape_.max_tokens);
-        if (!attention.empty() || keys_.needs_attention || values_.needs_attention) {
-            check_attention_shape(attention, expected);
-            QAQ_CHECK(attention.shape.query_heads == shape_.query_heads, "prefill attention has ",
-                      attention.shape.query_heads, " query heads; the cache has ", shape_.query_heads);
-        }
+        const kv_shape expected =
+            steps_.check_prefill(keys, values, attention, keys_.needs_attention || values_.needs_attention);
         try {
             prefill_role(keys_, keys, attention);
             prefill_role(values_, values, attention);
-            for (auto& t : tokens_) t = expected.tokens;
+            steps_.set_all(expected.tokens);
             if (!attention.empty()) seed_window(attention, expected.tokens);
             synchronize();
         } catch (...) {
@@ -228,7 +184,7 @@ public:
     std::vector<float> dequantize(std::int64_t layer, cache_role role) {
         synchronize();
         const detail::device_cache_role& r = role == cache_role::key ? keys_ : values_;
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
+        const std::int64_t T = steps_.tokens(layer);
         const std::int64_t H = shape_.kv_heads, D = shape_.head_dim, groups = T * r.groups_per_token;
         std::vector<float> out(static_cast<std::size_t>(H * T * D));
         if (T == 0) return out;
@@ -255,9 +211,8 @@ public:
     /// [kv_heads][tokens][groups per head] (the order of quantized_kv_cache::widths).
     std::vector<int> widths(std::int64_t layer, cache_role role) {
         synchronize();
-        check_layer(layer);
+        const std::int64_t T = steps_.tokens(layer);
         const detail::device_cache_role& r = role == cache_role::key ? keys_ : values_;
-        const std::int64_t T = tokens_[static_cast<std::size_t>(layer)];
         std::vector<std::uint8_t> token_major(static_cast<std::size_t>(T * r.groups_per_token));
         if (T > 0)
             QAQ_CUDA_CHECK(cudaMemcpy(token_major.data(), r.widths.as<std::uint8_t>() + layer * r.layer_groups,
@@ -279,7 +234,7 @@ public:
         std::vector<std::uint8_t> all;
         for (std::int64_t l = 0; l < shape_.layers; ++l) {
             const std::size_t count =
-                static_cast<std::size_t>(tokens_[static_cast<std::size_t>(l)] * r.groups_per_token);
+                static_cast<std::size_t>(steps_.tokens(l) * r.groups_per_token);
             const std::size_t at = all.size();
             all.resize(at + count);
             if (count > 0)
@@ -298,8 +253,8 @@ public:
     kv_cache_byte_report bytes() {
         refresh_outlier_totals();
         kv_cache_byte_report r;
-        r.keys = keys_.bytes(tokens_, outliers_[0]);
-        r.values = values_.bytes(tokens_, outliers_[1]);
+        r.keys = keys_.bytes(steps_.all_tokens(), outliers_[0]);
+        r.values = values_.bytes(steps_.all_tokens(), outliers_[1]);
         r.host_copy = keys_.host_copy_bytes() + values_.host_copy_bytes();
         r.host_metadata = keys_.rebalance_metadata_bytes() + values_.rebalance_metadata_bytes();
         r.attention_window = static_cast<std::int64_t>(window_rows_.bytes() + window_lengths_.bytes());
@@ -316,10 +271,6 @@ private:
         std::uint64_t totals[2][max_readback_layers];
     };
 
-    void check_layer(std::int64_t layer) const {
-        QAQ_CHECK(layer >= 0 && layer < shape_.layers, "layer ", layer, " is out of range; the cache has ",
-                  shape_.layers, " layers");
-    }
     void check_usable() const {
         QAQ_CHECK(failed_.empty(), "the CUDA cache cannot be used after an earlier failure: ", failed_);
     }
@@ -636,7 +587,7 @@ private:
                 QAQ_CUDA_CHECK(cudaMemcpy(&totals[static_cast<std::size_t>(l)],
                                           roles[i]->outlier_offsets.as<std::uint64_t>() +
                                               l * (roles[i]->layer_groups + 1) +
-                                              tokens_[static_cast<std::size_t>(l)] * roles[i]->groups_per_token,
+                                              steps_.tokens(l) * roles[i]->groups_per_token,
                                           sizeof(std::uint64_t), cudaMemcpyDeviceToHost));
             for (std::int64_t l = 0; l < shape_.layers; ++l)
                 outliers_[static_cast<std::size_t>(i)][static_cast<std::size_t>(l)] =
@@ -647,7 +598,7 @@ private:
     // Back to empty after a refused prefill.
     void reset() {
         (void)cudaStreamSynchronize(stream_);
-        std::fill(tokens_.begin(), tokens_.end(), 0);
+        steps_.set_all(0);
         std::fill(observed_.begin(), observed_.end(), 0);
         keys_.clear(stream_);
         values_.clear(stream_);
@@ -657,6 +608,7 @@ private:
         failed_.clear();
     }
 
+    cache::step_tracker steps_;  // token counts and argument checks (shared with the host cache)
     kv_cache_shape shape_;
     kv_cache_options options_;
     cudaStream_t stream_ = nullptr;
@@ -667,7 +619,7 @@ private:
     pinned_buffer readback_, requantize_staging_[2], changed_items_[2];  // [role]
     width_scan_buffers scans_[2];
     detail::group_scratch rebalance_scratch_;
-    std::vector<std::int64_t> tokens_, observed_;
+    std::vector<std::int64_t> observed_;
     std::vector<std::vector<std::int64_t>> outliers_;  // [role][layer], as of the last check
     rebalance_counters counters_;
     std::string failed_;
